@@ -1,0 +1,163 @@
+"""The drafter: a small GGUF model on the device proposing tokens.
+
+Lifecycle (after llama.cpp's common/speculative.h): ``begin`` with the context,
+``draft`` n tokens, then ``rollback`` to the accepted prefix and ``push`` the
+token the verifier decided. Each drafted token comes with the exact object it
+was sampled from: the quantised top-K q (``sparse-q``, ``split``, ``greedy``),
+or nothing for ``gumbel``, whose draft is the Gumbel-max with the noise the
+target shares. Every random number is keyed by (seed, position), so a draft
+never depends on timing.
+
+The logits row is read zero-copy from llama.cpp and handed straight to the C
+kernel; no dense row is ever copied into Python.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from picospec.codec import ops, rng
+from picospec.codec.errors import ConfigError
+from picospec.codec.rng import Purpose
+from picospec.codec.sampling import SamplingParams
+from picospec.codec.scheme import Scheme
+from picospec.codec.sparse import SparseDist
+from picospec.codec.verify import target_token
+
+from picospec.llamacpp import LlamaContext, LlamaWeights
+
+
+@dataclass(frozen=True)
+class DraftToken:
+    token: int
+    q: SparseDist | None
+    """The quantised q the token was sampled from; None under ``gumbel``."""
+
+
+@dataclass
+class DrafterStats:
+    """Counters kept by the drafter (times are wall-clock seconds)."""
+
+    drafted: int = 0
+    """Tokens drafted, including those later discarded."""
+    forwards: int = 0
+    """llama.cpp decode calls (a forward may evaluate several tokens)."""
+    draft_seconds: float = 0.0
+    """Time inside ``draft``: forwards, transform and sampling."""
+    rollbacks: int = 0
+
+    @property
+    def ms_per_token(self) -> float:
+        return 1e3 * self.draft_seconds / self.drafted if self.drafted else 0.0
+
+
+@dataclass
+class Drafter:
+    """Drafts from one llama.cpp context; ``tokens`` is everything it assumes."""
+
+    ctx: LlamaContext
+    params: SamplingParams
+    scheme: Scheme = Scheme.SPARSE_Q
+    k: int = 8
+    seed: int = 0
+    tokens: list[int] = field(default_factory=list)
+    stats: DrafterStats = field(default_factory=DrafterStats)
+    _n_kv: int = 0  # tokens[:_n_kv] are in the KV cache; always < len(tokens)
+
+    def __post_init__(self) -> None:
+        if self.scheme is Scheme.GREEDY and not self.params.greedy:
+            raise ConfigError("the greedy scheme needs temperature 0 (or top_k 1)")
+        if not 1 <= self.k <= 256:
+            raise ConfigError(f"k must be in 1..256, got {self.k}")
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        params: SamplingParams,
+        *,
+        scheme: Scheme = Scheme.SPARSE_Q,
+        k: int = 8,
+        n_ctx: int = 2048,
+        threads: int | None = None,
+    ) -> Drafter:
+        ctx = LlamaContext(
+            LlamaWeights(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), threads=threads
+        )
+        return cls(ctx, params, scheme, k)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.ctx.vocab_size
+
+    def begin(self, tokens: list[int], seed: int) -> None:
+        """Start a generation whose known context (prompt and decided tokens) is tokens."""
+        if not tokens:
+            raise ConfigError("the drafter needs at least one context token")
+        self.seed = seed
+        common = 0
+        while common < min(self._n_kv, len(tokens) - 1) and self.tokens[common] == tokens[common]:
+            common += 1  # reuse the KV of a shared prefix (same prompt, next generation)
+        self.ctx.truncate(common)
+        self._n_kv = common
+        self.tokens = list(tokens)
+
+    def draft(self, n: int) -> list[DraftToken]:
+        """Draft n tokens after the current tail (which stays assumed until rollback)."""
+        t0 = time.perf_counter()
+        out = []
+        for _ in range(n):
+            pending = self.tokens[self._n_kv :]
+            self.ctx.decode(pending, self._n_kv)
+            self.stats.forwards += 1
+            self._n_kv = len(self.tokens)
+            out.append(self._sample(self.ctx.logits(), len(self.tokens)))
+            self.tokens.append(out[-1].token)
+        self.stats.drafted += n
+        self.stats.draft_seconds += time.perf_counter() - t0
+        return out
+
+    def _sample(self, logits, position: int) -> DraftToken:
+        if self.scheme is Scheme.GUMBEL:
+            key = rng.key(self.seed, position, Purpose.GUMBEL)
+            return DraftToken(ops.gumbel_argmax(logits, self.params, key), None)
+        q = SparseDist.from_counts(*ops.transform_topk(logits, self.params, self.k))
+        return DraftToken(q.sample(rng.uniform(self.seed, position, Purpose.DRAFT)), q)
+
+    def sample_own(self) -> int:
+        """Edge-only decoding: sample the next token from the drafter's own full
+        distribution (as the target would from p) and append it."""
+        t0 = time.perf_counter()
+        self.ctx.decode(self.tokens[self._n_kv :], self._n_kv)
+        self.stats.forwards += 1
+        self._n_kv = len(self.tokens)
+        q = ops.transform_dense(self.ctx.logits(), self.params)
+        token = target_token(self.scheme, q, rng.KeyedRandom(self.seed), len(self.tokens))
+        self.tokens.append(token)
+        self.stats.drafted += 1
+        self.stats.draft_seconds += time.perf_counter() - t0
+        return token
+
+    def rollback(self, position: int) -> None:
+        """Keep only tokens[:position]: the verifier rejected what follows."""
+        if not 1 <= position <= len(self.tokens):
+            raise ConfigError(
+                f"cannot roll back to {position}: the drafter holds {len(self.tokens)}"
+            )
+        if position < len(self.tokens):
+            self.stats.rollbacks += 1
+        del self.tokens[position:]
+        if self._n_kv > position - 1:
+            self._n_kv = position - 1
+            self.ctx.truncate(self._n_kv)
+
+    def push(self, token: int) -> None:
+        """Append a token decided by the verifier (a correction or a bonus)."""
+        if not 0 <= token < self.vocab_size:
+            raise ConfigError(f"token {token} is outside the vocabulary of {self.vocab_size}")
+        self.tokens.append(token)
+
+    def close(self) -> None:
+        self.ctx.close()

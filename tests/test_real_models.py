@@ -1,0 +1,133 @@
+"""The real smollm2 pair through the drafter, the llama.cpp backend and the
+in-process loop: rollback, self-speculation, scheme contracts, exactness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from picospec.cloud.llama_backend import LlamaBackend
+from picospec.cloud.target import TargetSequence
+from picospec.codec import ops
+from picospec.codec.sampling import SamplingParams
+from picospec.codec.scheme import Scheme
+from picospec.edge.drafter import Drafter
+from scipy import stats
+
+from picospec.inprocess import generate
+from picospec.llamacpp import LlamaContext, LlamaWeights
+
+pytestmark = pytest.mark.models
+
+PROMPT = "Explain what a robot arm does in two sentences."
+
+
+@pytest.fixture(scope="module")
+def backend(smollm2):
+    return LlamaBackend(smollm2["target"], n_ctx=512, threads=2)
+
+
+def drafter(path, scheme=Scheme.SPARSE_Q, t=1.0, k=8, **params) -> Drafter:
+    return Drafter.open(
+        path, SamplingParams(temperature=t, **params), scheme=scheme, k=k, n_ctx=512, threads=2
+    )
+
+
+def chat(d: Drafter) -> list[int]:
+    w = d.ctx.weights
+    return w.tokenize(w.chat_prompt(PROMPT))
+
+
+def test_rollback_reproduces_a_fresh_evaluation(smollm2):
+    ctx = LlamaContext(LlamaWeights(smollm2["drafter"]), n_ctx=256, threads=2)
+    tokens = ctx.weights.tokenize(PROMPT)
+    ctx.decode(tokens, 0)
+    fresh = ctx.logits().copy()
+    ctx.decode([11, 22, 33, 44], len(tokens))
+    ctx.truncate(len(tokens) - 1)
+    ctx.decode(tokens[-1:], len(tokens) - 1)
+    # llama.cpp's numerics depend slightly on batch shape: compare with a tolerance.
+    np.testing.assert_allclose(ctx.logits(), fresh, atol=2e-3, rtol=0)
+
+
+def test_drafter_redrafts_the_same_tokens_after_rollback(smollm2):
+    d = drafter(smollm2["drafter"])
+    prompt = chat(d)
+    d.begin(prompt, seed=5)
+    first = [x.token for x in d.draft(6)]
+    d.rollback(len(prompt) + 2)
+    again = [x.token for x in d.draft(4)]
+    assert again == first[2:]
+    assert d.stats.rollbacks == 1 and d.stats.drafted == 10
+
+
+def test_self_speculation_accepts_nearly_everything(smollm2, backend):
+    # q covers p's whole support (top_k 40 <= K 64), so only quantisation to
+    # 1/65536 and batch-shape numerics can cause a rejection.
+    d = drafter(smollm2["target"], k=64, top_k=40)
+    drafted = accepted = 0
+    for seed in range(4):
+        gen = generate(d, backend, chat(d), mode="sync", max_new_tokens=64, seed=seed)
+        drafted, accepted = drafted + gen.drafted, accepted + gen.accepted
+    assert drafted >= 64
+    assert accepted / drafted >= 0.98
+
+
+def test_self_speculation_greedy_equals_cloud_only(smollm2, backend):
+    d = drafter(smollm2["target"], Scheme.GREEDY, t=0.0)
+    sync = generate(d, backend, chat(d), mode="sync", max_new_tokens=48, seed=0)
+    cloud = generate(d, backend, chat(d), mode="cloud-only", max_new_tokens=48, seed=0)
+    assert sync.token_ids == cloud.token_ids
+    assert sync.accept_rate == 1.0
+
+
+def test_greedy_with_the_q2k_drafter_equals_cloud_only(smollm2, backend):
+    d = drafter(smollm2["drafter"], Scheme.GREEDY, t=0.0)
+    sync = generate(d, backend, chat(d), mode="sync", max_new_tokens=48, seed=0)
+    cloud = generate(d, backend, chat(d), mode="cloud-only", max_new_tokens=48, seed=0)
+    assert sync.token_ids == cloud.token_ids
+    assert 0 < sync.accept_rate < 1  # a real drafter: some drafts are rejected
+
+
+def test_gumbel_sync_equals_cloud_only_at_temperature_one(smollm2, backend):
+    d = drafter(smollm2["drafter"], Scheme.GUMBEL)
+    for seed in (0, 1):
+        sync = generate(d, backend, chat(d), mode="sync", max_new_tokens=32, seed=seed)
+        cloud = generate(d, backend, chat(d), mode="cloud-only", max_new_tokens=32, seed=seed)
+        assert sync.token_ids == cloud.token_ids
+
+
+@pytest.mark.parametrize("scheme", [Scheme.SPARSE_Q, Scheme.SPLIT])
+def test_split_is_flagged_inexact_only_when_p_does_not_fit(smollm2, backend, scheme):
+    d = drafter(smollm2["drafter"], scheme, top_k=8)  # p's support fits K=8
+    gen = generate(d, backend, chat(d), mode="sync", max_new_tokens=32, seed=2)
+    assert gen.exact
+
+
+@pytest.mark.slow
+def test_verified_tokens_follow_the_target_distribution(smollm2, backend):
+    """Sparse-q at T=1: the token emitted at the first drafted position, over
+    many seeds, against the target's exact distribution there (chi-square)."""
+    params = SamplingParams(temperature=1.0)
+    d = drafter(smollm2["drafter"])
+    context = d.ctx.weights.tokenize("The robot picked up the")
+    backend.open(99)
+    try:
+        p = ops.transform_dense(backend.forward(99, 0, context, n_out=1)[0], params)
+        counts = np.zeros(p.size)
+        n = 600
+        for seed in range(n):
+            backend.truncate(99, 0)
+            seq = TargetSequence(backend, 99, params, Scheme.SPARSE_Q, seed)
+            seq.begin(context)
+            d.begin(context, seed)
+            drafts = d.draft(2)
+            out = seq.verify(len(context), [x.token for x in drafts], q=[x.q for x in drafts])
+            counts[drafts[0].token if out.accepted else out.token] += 1
+    finally:
+        backend.close(99)
+    expected = n * p
+    keep = expected >= 5
+    obs = np.append(counts[keep], counts[~keep].sum())
+    exp = np.append(expected[keep], expected[~keep].sum())
+    assert keep.sum() >= 5, "the test needs a spread-out distribution"
+    assert stats.chisquare(obs, exp).pvalue > 0.01
