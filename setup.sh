@@ -24,7 +24,7 @@ if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
-pip install --upgrade pip "setuptools>=68" wheel "cffi>=1.16"
+pip install --upgrade pip "setuptools>=77" wheel "cffi>=1.16"
 echo "setup: installing picospec[$extras] (builds the C kernels)" >&2
 pip install --no-build-isolation -e ".[$extras]"
 

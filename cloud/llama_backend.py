@@ -37,12 +37,9 @@ class LlamaBackend(Backend):
         self.threads = threads
         self.max_sessions = max_sessions
         self._contexts: dict[int, LlamaContext] = {}
-        self._fingerprint: VocabFingerprint | None = None
 
     def fingerprint(self) -> VocabFingerprint:
-        if self._fingerprint is None:
-            self._fingerprint = self.weights.fingerprint()
-        return self._fingerprint
+        return self.weights.vocab_fingerprint
 
     def open(self, session: int) -> None:
         if session in self._contexts:

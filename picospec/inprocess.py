@@ -106,6 +106,9 @@ def generate(
         raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if gamma < 1:
         raise ConfigError(f"gamma must be >= 1, got {gamma}")
+    differs = drafter.ctx.weights.vocab_fingerprint.difference(backend.fingerprint())
+    if differs:
+        raise ConfigError(f"the drafter and the target have different vocabularies: {differs}")
     scheme = drafter.scheme
     gen = Generation(mode, scheme.value, len(prompt))
     t0 = time.perf_counter()

@@ -105,7 +105,8 @@ class LlamaWeights:
             "pad": int(lib.llama_vocab_pad(v)),
         }
 
-    def fingerprint(self) -> VocabFingerprint:
+    @functools.cached_property
+    def vocab_fingerprint(self) -> VocabFingerprint:
         """The vocabulary fingerprint both sides compare in the handshake."""
         entries = (self.token_info(i) for i in range(self.vocab_size))
         return fingerprint(entries, self.special_ids())

@@ -8,6 +8,7 @@ import pytest
 from picospec.cloud.llama_backend import LlamaBackend
 from picospec.cloud.target import TargetSequence
 from picospec.codec import ops
+from picospec.codec.errors import ConfigError
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.edge.drafter import Drafter
@@ -131,3 +132,35 @@ def test_verified_tokens_follow_the_target_distribution(smollm2, backend):
     exp = np.append(expected[keep], expected[~keep].sum())
     assert keep.sum() >= 5, "the test needs a spread-out distribution"
     assert stats.chisquare(obs, exp).pvalue > 0.01
+
+
+def test_a_target_with_another_vocabulary_is_refused_by_name(smollm2):
+    from test_target import MarkovBackend
+
+    d = drafter(smollm2["drafter"])
+    with pytest.raises(ConfigError, match="vocabulary size 49152 vs 6"):
+        generate(d, MarkovBackend(), chat(d), mode="sync", max_new_tokens=4)
+
+
+def test_drafter_and_target_files_share_a_fingerprint(smollm2, backend):
+    w = LlamaWeights(smollm2["drafter"])
+    assert w.vocab_fingerprint.difference(backend.fingerprint()) is None
+    assert w.vocab_fingerprint.digest == backend.fingerprint().digest
+
+
+def test_sessions_in_one_backend_do_not_disturb_each_other(backend):
+    a, b = [1, 2, 3, 4, 5], [9, 8, 7]
+    backend.open(11)
+    backend.open(12)
+    try:
+        alone = backend.forward(11, 0, a)
+        backend.truncate(11, 0)
+        backend.forward(12, 0, b)
+        interleaved_a = backend.forward(11, 0, a[:2])
+        backend.truncate(12, 1)  # a rollback in session 12 ...
+        backend.forward(12, 1, [4])
+        rest = backend.forward(11, 2, a[2:])  # ... leaves session 11 intact
+        np.testing.assert_allclose(np.concatenate([interleaved_a, rest]), alone, atol=2e-3)
+    finally:
+        backend.close(11)
+        backend.close(12)
