@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from picospec import __version__
-from picospec.codec.errors import PicospecError
+from picospec.codec.errors import ConfigError, PicospecError
 
 
 def _cmd_bench_codec(args: argparse.Namespace) -> int:
@@ -35,6 +35,8 @@ def _cmd_bench_codec(args: argparse.Namespace) -> int:
 def _cmd_bench_models(args: argparse.Namespace) -> int:
     from picospec.bench.models import render, run
 
+    if bool(args.drafter) != bool(args.target):
+        raise ConfigError("--drafter and --target go together")
     result = run(
         args.pair,
         gamma=args.gamma,
@@ -42,6 +44,8 @@ def _cmd_bench_models(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         k=args.k,
         threads=args.threads,
+        drafter=args.drafter,
+        target=args.target,
     )
     print(json.dumps(result) if args.json else render(result))
     return 0
@@ -110,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bm = bench.add_parser("models", help="the real pair in process: costs, acceptance, bytes")
     bm.add_argument("--pair", default="smollm2", help="smollm2 (default) or gemma3")
+    bm.add_argument("--drafter", help="any drafter GGUF (with --target, instead of --pair)")
+    bm.add_argument("--target", help="any target GGUF sharing the drafter's vocabulary")
     bm.add_argument("--gamma", type=int, default=4, help="drafted tokens per round")
     bm.add_argument("--k", type=int, default=8, help="entries of a sparse q")
     bm.add_argument("--max-tokens", type=int, default=64, help="tokens per generation")

@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+from builders import fingerprint_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from picospec.codec.errors import ConfigError, ProtocolError
@@ -26,13 +27,6 @@ from picospec.codec.messages import (
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.codec.sparse import SparseDist
-from picospec.codec.vocab import VocabFingerprint, fingerprint
-
-
-def fingerprint_of(vocab: int) -> VocabFingerprint:
-    """The fingerprint of a made-up vocabulary of this size."""
-    return fingerprint(((b"t%d" % i, 0) for i in range(vocab)), {"bos": 1, "eos": 2})
-
 
 VOCAB = 1000
 HEAD = {"session": 3, "epoch": 1, "start": 12}

@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+from builders import fingerprint_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from picospec.codec import ops
@@ -28,13 +29,6 @@ from picospec.codec.messages import (
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.codec.sparse import Q_ONE, SparseDist
-from picospec.codec.vocab import VocabFingerprint, fingerprint
-
-
-def fingerprint_of(vocab: int) -> VocabFingerprint:
-    """The fingerprint of a made-up vocabulary of this size."""
-    return fingerprint(((b"t%d" % i, 0) for i in range(vocab)), {"bos": 1, "eos": 2})
-
 
 VOCAB = 1000
 HEAD = {"session": 7, "epoch": 2, "start": 40}

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from picospec.codec import native, reference
+from picospec.codec import reference
+from picospec.codec.errors import ConfigError
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.sparse import Q_ONE
 
@@ -113,6 +114,10 @@ def run(
     model: str = "auto",
     repeats: int = 5,
 ) -> dict[str, Any]:
+    try:
+        from picospec.codec import native
+    except ImportError as e:
+        raise ConfigError(f"the C kernels are not built ({e}); run `pip install -e .`") from e
     path = _resolve_model(model)
     data = model_rows(path, rows) if path else synthetic_rows(rows, vocab)
     vocab = data.shape[1]

