@@ -40,6 +40,7 @@ cmake=$(command -v cmake || echo .venv/bin/cmake)
 "$(dirname "$cmake")/ctest" --test-dir build/c --output-on-failure
 
 .venv/bin/ruff check .
+.venv/bin/mypy codec edge cloud picospec
 .venv/bin/picospec models prepare --pair smollm2
 # CI must exercise the C extension and the real models: refuse to fall back or skip.
 PICOSPEC_KERNELS=native PICOSPEC_REQUIRE_MODELS=1 .venv/bin/pytest -q

@@ -71,7 +71,8 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
         print(f"{pair.name}: {pair.description}")
         for row in rows:
             if row["pair"] == pair.name:
-                state = f"{row['size_bytes'] / 1e6:.0f} MB" if row["present"] else "not built"
+                size = row["size_bytes"]
+                state = f"{size / 1e6:.0f} MB" if isinstance(size, int) else "not built"
                 print(f"  {row['role']:8} {state:>10}  {row['path']}")
     return 0
 
