@@ -35,6 +35,10 @@ class Backend(ABC):
         """The target's vocabulary fingerprint."""
 
     @abstractmethod
+    def is_end(self, token: int) -> bool:
+        """True for the target's end-of-generation tokens."""
+
+    @abstractmethod
     def open(self, session: int) -> None:
         """Create an empty KV sequence for a session."""
 

@@ -41,6 +41,9 @@ class LlamaBackend(Backend):
     def fingerprint(self) -> VocabFingerprint:
         return self.weights.vocab_fingerprint
 
+    def is_end(self, token: int) -> bool:
+        return self.weights.is_end(token)
+
     def open(self, session: int) -> None:
         if session in self._contexts:
             raise ConfigError(f"session {session} is already open")

@@ -82,6 +82,13 @@ class TargetSequence:
         self._next = None
         return token
 
+    def precompute(self) -> None:
+        """Evaluate decided tokens not yet in the KV (a correction), so the next
+        block's first position is checked from a kept row (fast verify)."""
+        pending = self.tokens[self._n_kv :]
+        if pending and self._next is None:
+            self._next = self._forward(pending, n_out=1)[0]
+
     def decode_one(self) -> int:
         """Cloud-only decoding: sample and commit one token from p alone."""
         p = self._next

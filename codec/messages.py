@@ -497,13 +497,16 @@ class Start(Message):
     """Edge -> cloud: start a generation in ``session`` and prefill its prompt.
 
     ``start`` is the position of the first token to generate (the prompt's
-    length); ``seed`` keys all of the generation's randomness.
+    length); ``seed`` keys all of the generation's randomness. With
+    ``cloud_only`` the cloud decodes alone and streams one Verdict per token
+    (accepted 0, the token), then a Bye.
     """
 
     TYPE: ClassVar[int] = 3
     seed: int = field(metadata=_wire(_U64))
     max_new_tokens: int = field(metadata=_wire(_U32))
     prompt: tuple[int, ...] = field(metadata=_wire(_Tokens("I", 1, _U32.hi)))
+    cloud_only: bool = field(default=False, metadata=_wire(_BOOL))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -172,7 +172,7 @@ def test_unknown_message_type_is_refused() -> None:
 
 
 def test_truncated_payload_is_refused() -> None:
-    body = FRAMES[2][4:-1]  # a Start missing its last byte, framed as complete
+    body = FRAMES[2][4:-2]  # a Start cut inside its prompt, framed as complete
     with pytest.raises(ProtocolError, match=r"Start\.prompt: truncated"):
         FrameParser().feed(frame(body))
 

@@ -34,6 +34,9 @@ class MarkovBackend(Backend):
         self.kv: dict[int, list[int]] = {}
         self.forwards: list[tuple[int, int]] = []  # (start, n tokens)
 
+    def is_end(self, token):
+        return False
+
     def fingerprint(self):
         return fingerprint([(bytes([i]), 0) for i in range(V)], {})
 

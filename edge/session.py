@@ -1,0 +1,268 @@
+"""The edge session: one generation's pipelining state machine (sans-I/O).
+
+The edge keeps drafting while the cloud verifies: up to ``depth`` draft blocks
+are in flight, each drafted from the tail of the previous ones. A verdict
+commits its accepted prefix; a rejection (or a correction) bumps the epoch,
+discards every later block, and tells the driver where the drafter resumes.
+Verdicts of an older epoch are dropped. In ``pipeline`` mode the position after
+a fully accepted block is verified from the next block, never from a bonus
+token, except at the very end; ``sync`` is stop-and-wait (depth 1, a bonus on
+every block). Block boundaries therefore depend only on earlier outcomes, never
+on timing, and neither does any token. ``cloud-only`` drafts nothing: the cloud
+decodes alone and the session only commits what it streams. ``cloud-only`` drafts nothing: the cloud
+decodes alone and the session only commits what it streams.
+
+No sockets, no clock, no model: the driver feeds messages and ``now``, drafts
+what ``want()`` asks for, and applies the returned events to the drafter.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from picospec.codec.errors import ConfigError
+from picospec.codec.messages import Bye, DraftBlock, Error, Message, Start, Verdict
+from picospec.codec.rng import KeyedRandom
+from picospec.codec.scheme import Scheme
+from picospec.codec.sparse import Q_ONE
+from picospec.codec.verify import split_correction
+
+from .drafter import DraftToken
+
+MODES = ("pipeline", "sync", "cloud-only")
+
+
+@dataclass(frozen=True)
+class Committed:
+    """Tokens that are final (stream them)."""
+
+    tokens: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """The drafter must hold exactly ``context`` (roll back, push the decided token)."""
+
+    position: int
+    token: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The generation cannot go on; every committed token is kept."""
+
+    message: str
+
+
+Event = Committed | Resume | Finished | Failed
+
+
+@dataclass
+class _Block:
+    epoch: int
+    start: int
+    drafts: tuple[DraftToken, ...]
+    sent_at: float
+
+
+@dataclass
+class EdgeStats:
+    rounds: int = 0
+    """Verdicts on draft blocks (not counting the prefill's)."""
+    drafted: int = 0
+    """Tokens sent in draft blocks (discarded ones included)."""
+    accepted: int = 0
+    rollbacks: int = 0
+    stale_dropped: int = 0
+    """Verdicts dropped because their epoch was already rolled back."""
+    discarded: int = 0
+    """Drafted tokens thrown away unverified by a rollback."""
+    last_latency: float = 0.0
+    """Seconds from sending the last verified block to its verdict."""
+
+
+@dataclass
+class EdgeSession:
+    session: int
+    prompt: tuple[int, ...]
+    seed: int
+    max_new: int
+    scheme: Scheme
+    is_end: Callable[[int], bool]
+    mode: str = "pipeline"
+    gamma: int = 4
+    depth: int = 3
+    early_send: bool = False
+    generated: list[int] = field(default_factory=list)
+    stats: EdgeStats = field(default_factory=EdgeStats)
+    epoch: int = 0
+    done: bool = False
+    _inflight: deque[_Block] = field(default_factory=deque)
+    _correction: int | None = None  # split: decided on the edge, travels with the next block
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if not 1 <= self.gamma <= 64 or not 1 <= self.depth <= 64:
+            raise ConfigError("gamma and depth must be in 1..64")
+        if self.max_new < 1 or not self.prompt:
+            raise ConfigError("a generation needs a prompt and max_new >= 1")
+        if self.mode == "sync":
+            self.depth = 1
+        self.rand = KeyedRandom(self.seed)
+
+    # ------------------------------------------------------------------ positions
+    @property
+    def committed_end(self) -> int:
+        """Position after the last committed token."""
+        return len(self.prompt) + len(self.generated)
+
+    @property
+    def tail(self) -> int:
+        """Position after the last drafted token in flight."""
+        return (
+            self._inflight[-1].start + len(self._inflight[-1].drafts)
+            if self._inflight
+            else (self.committed_end)
+        )
+
+    def start_message(self) -> Start:
+        return Start(
+            session=self.session,
+            epoch=0,
+            start=len(self.prompt),
+            seed=self.seed,
+            max_new_tokens=self.max_new,
+            prompt=self.prompt,
+            cloud_only=self.mode == "cloud-only",
+        )
+
+    # ------------------------------------------------------------------ drafting
+    def want(self) -> int:
+        """How many tokens to draft for the next block now (0: wait for a verdict)."""
+        if self.done or self.mode == "cloud-only" or not self.generated:
+            return 0
+        if len(self._inflight) >= self.depth:
+            return 0
+        left = len(self.prompt) + self.max_new - self.tail
+        return max(0, min(self.gamma, left))
+
+    def send_early(self, drafted: int, drafting_s: float) -> bool:
+        """Latency-aware early send: with nothing in flight the cloud is idle, so
+        send a partial block once drafting has taken longer than a round trip."""
+        return (
+            self.early_send
+            and drafted > 0
+            and not self._inflight
+            and drafting_s > self.stats.last_latency > 0
+        )
+
+    def block(self, drafts: Sequence[DraftToken], now: float) -> DraftBlock:
+        """Record a drafted block as in flight; returns the message to send."""
+        if not drafts or len(drafts) > self.want():
+            raise ConfigError(f"a block of {len(drafts)} tokens was not asked for")
+        qs = [d.q for d in drafts if d.q is not None]
+        if self.scheme in (Scheme.SPARSE_Q, Scheme.SPLIT) and len(qs) != len(drafts):
+            raise ConfigError(f"the {self.scheme.value} scheme sends each token's q")
+        start = self.tail
+        last = start + len(drafts) - len(self.prompt) >= self.max_new
+        msg = DraftBlock(
+            session=self.session,
+            epoch=self.epoch,
+            start=start,
+            scheme=self.scheme,
+            bonus=self.mode == "sync" or last,
+            correction=self._correction,
+            tokens=tuple(d.token for d in drafts),
+            q=tuple(qs) if self.scheme is Scheme.SPARSE_Q else (),
+            q_counts=tuple(int(q.prob(d.token) * Q_ONE) for q, d in zip(qs, drafts, strict=True))
+            if self.scheme is Scheme.SPLIT
+            else (),
+        )
+        self._correction = None
+        self._inflight.append(_Block(self.epoch, start, tuple(drafts), now))
+        self.stats.drafted += len(drafts)
+        return msg
+
+    # ------------------------------------------------------------------ verdicts
+    def receive(self, msg: Message, now: float) -> list[Event]:
+        """Apply a message from the cloud; returns what the driver must do."""
+        if self.done:
+            return []
+        if isinstance(msg, Error):
+            return self._fail(f"the cloud refused: {msg.message} ({msg.code.name})")
+        if isinstance(msg, Bye):
+            return self._finish("the cloud ended the generation" if not msg.reason else msg.reason)
+        if not isinstance(msg, Verdict):
+            return self._fail(f"unexpected {type(msg).__name__} from the cloud")
+        if msg.epoch < self.epoch:
+            self.stats.stale_dropped += 1
+            return []
+        if not self._inflight:  # the prefill's first token, or a cloud-only token
+            if msg.start != self.committed_end or msg.token is None:
+                return self._fail(f"a token for position {msg.start} was not expected")
+            return self._commit([msg.token])
+        block = self._inflight.popleft()
+        if msg.start != block.start or msg.epoch != block.epoch:
+            return self._fail(f"a verdict for position {msg.start}, expected {block.start}")
+        n, a = len(block.drafts), msg.accepted
+        if a > n:
+            return self._fail(f"{a} tokens accepted of a block of {n}")
+        self.stats.rounds += 1
+        self.stats.accepted += a
+        self.stats.last_latency = now - block.sent_at
+        tokens = [d.token for d in block.drafts[:a]]
+        token = msg.token
+        if token is None and msg.p is not None:  # split: the edge samples the correction
+            token = self._correction = split_correction(
+                msg.p, block.drafts[a].q, self.rand, block.start + a
+            )
+        elif token is None and a < n:
+            return self._fail("a rejection came without a token or a distribution")
+        events = self._commit(tokens + ([] if token is None else [token]))
+        if a < n:
+            self.epoch += 1
+            self.stats.rollbacks += 1
+            self.stats.discarded += (n - a) + sum(len(b.drafts) for b in self._inflight)
+            self._inflight.clear()
+            if not self.done:
+                events.append(Resume(block.start + a, token))  # type: ignore[arg-type]
+        return events
+
+    def connection_lost(self, why: str) -> list[Event]:
+        """The transport failed: keep what is committed, say so clearly."""
+        if self.done:
+            return []
+        return self._fail(f"connection lost after {len(self.generated)} committed tokens: {why}")
+
+    def _commit(self, tokens: list[int]) -> list[Event]:
+        room = self.max_new - len(self.generated)
+        tokens = tokens[:room]
+        for i, t in enumerate(tokens):
+            if self.is_end(t):
+                tokens = tokens[: i + 1]
+                break
+        self.generated += tokens
+        events: list[Event] = [Committed(tuple(tokens))] if tokens else []
+        if len(self.generated) >= self.max_new:
+            events += self._finish("max tokens")
+        elif tokens and self.is_end(tokens[-1]):
+            events += self._finish("end of text")
+        return events
+
+    def _finish(self, reason: str) -> list[Event]:
+        self.done = True
+        self._inflight.clear()
+        return [Finished(reason)]
+
+    def _fail(self, message: str) -> list[Event]:
+        self.done = True
+        self._inflight.clear()
+        return [Failed(message)]
