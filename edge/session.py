@@ -104,6 +104,8 @@ class EdgeSession:
     stats: EdgeStats = field(default_factory=EdgeStats)
     epoch: int = 0
     done: bool = False
+    exact: bool = True
+    """False once a split correction was sampled from a truncated p."""
     _inflight: deque[_Block] = field(default_factory=deque)
     _correction: int | None = None  # split: decided on the edge, travels with the next block
 
@@ -208,7 +210,7 @@ class EdgeSession:
         if not self._inflight:  # the prefill's first token, or a cloud-only token
             if msg.start != self.committed_end or msg.token is None:
                 return self._fail(f"a token for position {msg.start} was not expected")
-            return self._commit([msg.token])
+            return self.commit([msg.token])
         block = self._inflight.popleft()
         if msg.start != block.start or msg.epoch != block.epoch:
             return self._fail(f"a verdict for position {msg.start}, expected {block.start}")
@@ -221,12 +223,13 @@ class EdgeSession:
         tokens = [d.token for d in block.drafts[:a]]
         token = msg.token
         if token is None and msg.p is not None:  # split: the edge samples the correction
+            self.exact &= msg.p_exact
             token = self._correction = split_correction(
                 msg.p, block.drafts[a].q, self.rand, block.start + a
             )
         elif token is None and a < n:
             return self._fail("a rejection came without a token or a distribution")
-        events = self._commit(tokens + ([] if token is None else [token]))
+        events = self.commit(tokens + ([] if token is None else [token]))
         if a < n:
             self.epoch += 1
             self.stats.rollbacks += 1
@@ -242,7 +245,8 @@ class EdgeSession:
             return []
         return self._fail(f"connection lost after {len(self.generated)} committed tokens: {why}")
 
-    def _commit(self, tokens: list[int]) -> list[Event]:
+    def commit(self, tokens: list[int]) -> list[Event]:
+        """Make tokens final (trimmed at max_new and after an end token)."""
         room = self.max_new - len(self.generated)
         tokens = tokens[:room]
         for i, t in enumerate(tokens):

@@ -8,7 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from picospec import __version__
+from picospec.cloud import cli as cloud_cli
 from picospec.codec.errors import ConfigError, PicospecError
+from picospec.edge import cli as edge_cli
 
 
 def _cmd_bench_codec(args: argparse.Namespace) -> int:
@@ -78,14 +80,9 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from picospec.bench.codec import render, run
-    from picospec.models import prepare
+    from picospec.demo import run
 
-    print("picospec demo: the codec on real Gemma 3 logits (262,144-token vocabulary).", flush=True)
-    print("The edge-cloud pipeline demo replaces this once the pipeline lands.\n", flush=True)
-    target = prepare("gemma3", drafter=False)["target"]
-    print(render(run(model=str(target))))
-    return 0
+    return run(args.pair, args.max_tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="the main demo (no flags needed)")
+    demo.add_argument("--pair", default="smollm2", help="model pair (smollm2 or gemma3)")
+    demo.add_argument("--max-tokens", type=int, default=96, help="tokens per generation")
     demo.set_defaults(func=_cmd_demo)
+    edge_cli.register(sub)
+    cloud_cli.register(sub)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", required=True)
     codec = bench.add_parser("codec", help="sampling transform + top-K + encode, native vs numpy")

@@ -1,0 +1,80 @@
+"""``picospec cloud ...``: run the verifier service, make development certificates."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+from picospec.netargs import auth_token, host_port
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from picospec.quic import ServerTLS
+
+    from picospec.models import prepare
+
+    from .llama_backend import LlamaBackend
+    from .server import VerifierService
+
+    model = args.model or str(prepare(args.pair, drafter=False)["target"])
+    backend = LlamaBackend(
+        model, n_ctx=args.n_ctx, threads=args.threads, max_sessions=args.max_sessions
+    )
+    service = VerifierService(backend, token=auth_token(args.token), name=backend.name)
+    host, port = host_port(args.listen)
+
+    async def run() -> None:
+        server = await service.serve(
+            host, port, ServerTLS(args.cert, args.key), idle_timeout=args.idle_timeout
+        )
+        print(
+            f"picospec cloud: serving {backend.name} on {server.address[0]}:{server.address[1]}",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.close()
+
+    asyncio.run(run())
+    service.close()
+    return 0
+
+
+def _gen_cert(args: argparse.Namespace) -> int:
+    from picospec.quic import generate_self_signed
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cert, key = out / "cert.pem", out / "key.pem"
+    fingerprint = generate_self_signed(cert, key, host=args.host, days=args.days)
+    print(f"certificate: {cert}\nkey:         {key}\nsha256:      {fingerprint}")
+    print(f"edges verify it with --ca {cert} or --pin {fingerprint}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cloud = sub.add_parser("cloud", help="the verifier side").add_subparsers(
+        dest="cloud", required=True
+    )
+    s = cloud.add_parser("serve", help="serve a target model to edges over QUIC")
+    s.add_argument("--listen", default="127.0.0.1:4433", help="HOST:PORT to bind")
+    s.add_argument("--model", help="target GGUF (default: the --pair target)")
+    s.add_argument("--pair", default="smollm2", help="model pair whose target to serve")
+    s.add_argument("--cert", required=True, help="TLS certificate (PEM)")
+    s.add_argument("--key", required=True, help="TLS private key (PEM)")
+    s.add_argument("--token", help="shared edge token (default: $PICOSPEC_TOKEN)")
+    s.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
+    s.add_argument("--n-ctx", type=int, default=2048, help="context tokens per session")
+    s.add_argument("--max-sessions", type=int, default=16, help="concurrent generations")
+    s.add_argument("--idle-timeout", type=float, default=60.0, help="seconds")
+    s.set_defaults(func=_serve)
+    g = cloud.add_parser("gen-cert", help="make a self-signed certificate for development")
+    g.add_argument("--out", default=".", help="directory for cert.pem and key.pem")
+    g.add_argument("--host", default="localhost", help="name or IP the certificate is for")
+    g.add_argument("--days", type=int, default=365)
+    g.set_defaults(func=_gen_cert)

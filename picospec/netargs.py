@@ -1,0 +1,23 @@
+"""Command-line values both sides parse: HOST:PORT addresses and the auth token."""
+
+from __future__ import annotations
+
+import os
+
+from picospec.codec.errors import ConfigError
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (or '[v6]:PORT') as a pair, with a clear error."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def auth_token(value: str | None) -> bytes:
+    """The shared edge token: the flag, else $PICOSPEC_TOKEN; refuses an empty one."""
+    token = value if value is not None else os.environ.get("PICOSPEC_TOKEN", "")
+    if not token:
+        raise ConfigError("an auth token is required: pass --token or set PICOSPEC_TOKEN")
+    return token.encode()

@@ -1,0 +1,193 @@
+"""The real pair over real QUIC on loopback, through the link emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import numpy as np
+import pytest
+from picospec.cloud.llama_backend import LlamaBackend
+from picospec.cloud.server import VerifierService
+from picospec.codec.framing import FrameParser, encode_frame
+from picospec.codec.messages import Error, Hello
+from picospec.codec.sampling import SamplingParams
+from picospec.codec.scheme import Scheme
+from picospec.codec.vocab import VocabFingerprint
+from picospec.edge.client import EdgeClient, EdgeError
+from picospec.edge.drafter import Drafter
+from scipy import stats
+
+from picospec.link import LinkConfig, LinkRelay
+from picospec.quic import ClientTLS, ServerTLS, connect, generate_self_signed
+
+pytestmark = pytest.mark.models
+
+TOKEN = b"test-token"
+PROMPT = "Explain what a robot arm does in two sentences."
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    pin = generate_self_signed(d / "cert.pem", d / "key.pem", host="localhost")
+    return ServerTLS(str(d / "cert.pem"), str(d / "key.pem")), ClientTLS(pin_sha256=pin)
+
+
+@pytest.fixture(scope="module")
+def backend(smollm2):
+    return LlamaBackend(smollm2["target"], n_ctx=1024, threads=1)
+
+
+@contextlib.asynccontextmanager
+async def cloud(backend, cert, *, delay_ms=0.0, loss=0.0):
+    """A verifier service, reached directly or through the link emulator."""
+    service = VerifierService(backend, token=TOKEN)
+    server = await service.serve("127.0.0.1", 0, cert[0], idle_timeout=20)
+    try:
+        if delay_ms == 0 and loss == 0:
+            yield server.address
+        else:
+            half = LinkConfig(delay_ms=delay_ms / 2, loss=loss, seed=1)
+            async with LinkRelay(
+                listen=("127.0.0.1", 0), upstream=server.address, up=half, down=half
+            ) as link:
+                yield link.address
+    finally:
+        await server.close()
+        service.close()
+
+
+def drafter(smollm2, t=0.0, scheme=Scheme.GREEDY):
+    return Drafter.open(
+        smollm2["drafter"], SamplingParams(temperature=t), scheme=scheme, n_ctx=1024, threads=1
+    )
+
+
+async def generations(backend, cert, d, runs, *, delay_ms=0.0, loss=0.0, max_new=32, seed=0):
+    """[(mode, depth), ...] -> token lists, over one connection."""
+    async with cloud(backend, cert, delay_ms=delay_ms, loss=loss) as addr:
+        client = EdgeClient(d)
+        await asyncio.wait_for(client.connect(*addr, cert[1], token=TOKEN), 20)
+        w = d.ctx.weights
+        prompt = w.tokenize(w.chat_prompt(PROMPT))
+        out = []
+        for mode, depth in runs:
+            res = await asyncio.wait_for(
+                client.generate(prompt, seed=seed, mode=mode, depth=depth, max_new_tokens=max_new),
+                120,
+            )
+            assert not res.finished.startswith("connection lost"), res.finished
+            out.append(res.token_ids)
+        await client.close()
+        return out
+
+
+def test_greedy_pipeline_and_sync_equal_cloud_only_through_delay_and_loss(smollm2, backend, cert):
+    d = drafter(smollm2)
+    pipe, sync, alone = asyncio.run(
+        generations(
+            backend,
+            cert,
+            d,
+            [("pipeline", 3), ("sync", 1), ("cloud-only", 1)],
+            delay_ms=20,
+            loss=0.01,
+        )
+    )
+    assert pipe == sync == alone and len(alone) >= 8
+
+
+def test_same_seed_same_tokens_at_0_and_100_ms_and_depth_1_and_3(smollm2, backend, cert):
+    d = drafter(smollm2, 1.0, Scheme.SPARSE_Q)
+    fast = asyncio.run(generations(backend, cert, d, [("pipeline", 1), ("pipeline", 3)], seed=7))
+    slow = asyncio.run(
+        generations(backend, cert, d, [("pipeline", 3), ("pipeline", 1)], delay_ms=100, seed=7)
+    )
+    assert fast[0] == fast[1] == slow[0] == slow[1]
+
+
+def test_gumbel_pipeline_sync_and_cloud_only_agree_at_temperature_one(smollm2, backend, cert):
+    d = drafter(smollm2, 1.0, Scheme.GUMBEL)
+    runs = asyncio.run(
+        generations(backend, cert, d, [("pipeline", 3), ("sync", 1), ("cloud-only", 1)], seed=3)
+    )
+    assert runs[0] == runs[1] == runs[2]
+
+
+@pytest.mark.slow
+def test_pipeline_output_distribution_matches_cloud_only(smollm2, backend, cert):
+    """T=1, sparse-q: the second generated token (the first verified one) over
+    many seeds, pipeline vs cloud-only sampling (two-sample chi-square)."""
+    d = drafter(smollm2, 1.0, Scheme.SPARSE_Q)
+    n = 250
+
+    async def sample(mode):
+        async with cloud(backend, cert) as addr:
+            client = EdgeClient(d)
+            await client.connect(*addr, cert[1], token=TOKEN)
+            prompt = d.ctx.weights.tokenize("The robot picked up the")
+            out = []
+            for seed in range(n):
+                res = await client.generate(
+                    prompt, seed=10_000 + seed, mode=mode, max_new_tokens=2, gamma=2
+                )
+                out.append(res.token_ids[1])
+            await client.close()
+            return out
+
+    a, b = asyncio.run(sample("pipeline")), asyncio.run(sample("cloud-only"))
+    tokens = sorted(set(a) | set(b))
+    table = np.array([[a.count(t) for t in tokens], [b.count(t) for t in tokens]])
+    common = table.sum(axis=0) >= 10
+    pooled = np.column_stack([table[:, common], table[:, ~common].sum(axis=1)])
+    assert stats.chi2_contingency(pooled).pvalue > 0.01
+
+
+def test_wrong_token_is_refused_and_the_server_keeps_serving(smollm2, backend, cert):
+    d = drafter(smollm2)
+
+    async def scenario():
+        async with cloud(backend, cert) as addr:
+            bad = EdgeClient(d)
+            with pytest.raises(EdgeError, match="auth token was refused"):
+                await bad.connect(*addr, cert[1], token=b"wrong")
+            await bad.close()
+            good = EdgeClient(d)
+            await good.connect(*addr, cert[1], token=TOKEN)
+            res = await good.generate(d.ctx.weights.tokenize("Hello"), max_new_tokens=4)
+            await good.close()
+            return res
+
+    assert asyncio.run(scenario()).n_tokens == 4
+
+
+def test_wrong_vocabulary_and_garbage_get_clear_errors(smollm2, backend, cert):
+    d = drafter(smollm2)
+    fp = d.ctx.weights.vocab_fingerprint
+    other = VocabFingerprint(fp.size, (fp.specials[0], 7, *fp.specials[2:]), fp.chunks)
+
+    async def raw(payload: bytes) -> Error:
+        async with cloud(backend, cert) as addr:
+            ch = await connect(*addr, cert[1])
+            ch.write(payload)
+            parser, msgs = FrameParser(), []
+            while not msgs and (data := await asyncio.wait_for(ch.read(), 20)):
+                msgs += parser.feed(data)
+            await ch.close()
+            return msgs[0]
+
+    hello = Hello(
+        session=0,
+        epoch=0,
+        start=0,
+        vocab_fingerprint=other,
+        params=d.params,
+        scheme=d.scheme,
+        k=8,
+        auth_token=TOKEN,
+    )
+    err = asyncio.run(raw(encode_frame(hello)))
+    assert err.code.name == "VOCAB_MISMATCH" and "eos token id 7 vs 2" in err.message
+    err = asyncio.run(raw(b"\x05\x00\x00\x00garbage"))
+    assert err.code.name == "PROTOCOL"
