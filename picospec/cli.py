@@ -79,6 +79,44 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_link(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from picospec.link import LinkConfig, LinkRelay
+    from picospec.netargs import host_port
+
+    cfg = LinkConfig(
+        delay_ms=args.delay_ms,
+        jitter_ms=args.jitter_ms,
+        rate_mbit=args.rate_mbit,
+        loss=args.loss,
+        seed=args.seed,
+    )
+
+    async def run() -> None:
+        async with LinkRelay(
+            listen=host_port(args.listen), upstream=host_port(args.upstream), up=cfg, down=cfg
+        ) as relay:
+            print(
+                f"picospec link: {relay.address[0]}:{relay.address[1]} -> {args.upstream}, "
+                f"{cfg.delay_ms} ms each way, RTT {2 * cfg.delay_ms} ms",
+                flush=True,
+            )
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            await stop.wait()
+            for name, d in (("up", relay.up), ("down", relay.down)):
+                print(
+                    f"{name}: {d.packets} packets, {d.delivered} delivered, {d.lost} lost, "
+                    f"{d.overflowed} queue drops"
+                )
+
+    asyncio.run(run())
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from picospec.demo import run
 
@@ -94,6 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--pair", default="smollm2", help="model pair (smollm2 or gemma3)")
     demo.add_argument("--max-tokens", type=int, default=96, help="tokens per generation")
     demo.set_defaults(func=_cmd_demo)
+    link = sub.add_parser("link", help="a user-space UDP link emulator (delay, rate, loss)")
+    link.add_argument("--listen", required=True, help="HOST:PORT the edge connects to")
+    link.add_argument("--upstream", required=True, help="HOST:PORT of the cloud")
+    link.add_argument("--delay-ms", type=float, default=25.0, help="one-way delay, each direction")
+    link.add_argument("--jitter-ms", type=float, default=0.0)
+    link.add_argument("--rate-mbit", type=float, default=0.0, help="0 = unlimited")
+    link.add_argument("--loss", type=float, default=0.0, help="drop probability per packet")
+    link.add_argument("--seed", type=int, default=0)
+    link.set_defaults(func=_cmd_link)
     edge_cli.register(sub)
     cloud_cli.register(sub)
 
