@@ -19,6 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
+
 from picospec.codec import ops
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.vocab import VocabFingerprint

@@ -11,9 +11,8 @@ from picospec.netargs import auth_token, host_port
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from picospec.quic import ServerTLS
-
     from picospec.models import prepare
+    from picospec.quic import ServerTLS
 
     from .llama_backend import LlamaBackend
     from .server import VerifierService

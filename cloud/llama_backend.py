@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from picospec.codec.errors import ConfigError
 from picospec.codec.vocab import VocabFingerprint
-
 from picospec.llamacpp import LlamaContext, LlamaWeights
 
 from .backend import Backend

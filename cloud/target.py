@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from picospec.codec.errors import ConfigError
 from picospec.codec.rng import KeyedRandom
 from picospec.codec.sampling import SamplingParams

@@ -6,18 +6,14 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import TYPE_CHECKING
 
 from picospec.codec.errors import ConfigError
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.scheme import Scheme
-
 from picospec.netargs import auth_token, host_port
 
+from .client import EdgeClient, GenerationResult
 from .drafter import Drafter
-
-if TYPE_CHECKING:
-    from .client import EdgeClient, GenerationResult
 
 MODES = ("pipeline", "sync", "edge-only", "cloud-only")
 
@@ -47,9 +43,8 @@ async def run_generations(
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from picospec.quic import ClientTLS
-
     from picospec.models import prepare
+    from picospec.quic import ClientTLS
 
     if args.mode not in MODES:
         raise ConfigError(f"unknown mode {args.mode!r}; choose one of {', '.join(MODES)}")

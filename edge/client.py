@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from picospec.codec.errors import PicospecError
 from picospec.codec.framing import FrameParser, encode_frame
 from picospec.codec.messages import Bye, Error, Hello, Message, Welcome
-
 from picospec.quic import Channel, ClientTLS, connect
 
 from .drafter import Drafter, DraftToken
@@ -43,12 +42,15 @@ class GenerationResult:
     ttft_ms: float
     tpot_ms: float
     mean_accept_len: float
+    """Tokens emitted per verified block (accepted drafts + correction or bonus)."""
     accept_rate: float
     rounds: int
     rollbacks: int
     bytes_up: int
     bytes_down: int
     target_forwards: int
+    blocks: list[tuple[int, int]]
+    """(accepted, drafted) per verified block."""
     finished: str
     """Why it stopped: "max tokens", "end of text", or the failure's message."""
 
@@ -227,13 +229,14 @@ class EdgeClient:
             tok_per_s=n / secs if secs else 0.0,
             ttft_ms=1e3 * ttft,
             tpot_ms=1e3 * (secs - ttft) / (n - 1) if n > 1 else 0.0,
-            mean_accept_len=(st.accepted + st.rounds) / st.rounds if st.rounds else 0.0,
+            mean_accept_len=st.emitted / st.rounds if st.rounds else 0.0,
             accept_rate=st.accepted / st.drafted if st.drafted else 0.0,
             rounds=st.rounds,
             rollbacks=st.rollbacks,
             bytes_up=self.bytes_up - up0,
             bytes_down=self.bytes_down - down0,
             target_forwards=forwards,
+            blocks=list(st.blocks),
             finished=finished,
         )
 

@@ -25,7 +25,6 @@ from picospec.codec.sampling import SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.codec.sparse import SparseDist
 from picospec.codec.verify import target_token
-
 from picospec.llamacpp import LlamaContext, LlamaWeights
 
 

@@ -79,6 +79,10 @@ class EdgeStats:
     drafted: int = 0
     """Tokens sent in draft blocks (discarded ones included)."""
     accepted: int = 0
+    emitted: int = 0
+    """Tokens committed by block verdicts: accepted drafts plus corrections and bonuses."""
+    blocks: list[tuple[int, int]] = field(default_factory=list)
+    """(accepted, drafted) of every verified block, in order."""
     rollbacks: int = 0
     stale_dropped: int = 0
     """Verdicts dropped because their epoch was already rolled back."""
@@ -229,6 +233,8 @@ class EdgeSession:
             )
         elif token is None and a < n:
             return self._fail("a rejection came without a token or a distribution")
+        self.stats.emitted += len(tokens) + (token is not None)
+        self.stats.blocks.append((a, n))
         events = self.commit(tokens + ([] if token is None else [token]))
         if a < n:
             self.epoch += 1

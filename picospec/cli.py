@@ -53,6 +53,18 @@ def _cmd_bench_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_rtt(args: argparse.Namespace) -> int:
+    from picospec.bench.rtt import render, run
+
+    try:
+        rtts = tuple(float(x) for x in args.rtt.split(","))
+    except ValueError:
+        raise ConfigError(f"--rtt takes comma-separated milliseconds, got {args.rtt!r}") from None
+    result = run(args.pair, rtts, args.gamma, args.depth, args.max_tokens)
+    print(json.dumps(result) if args.json else render(result))
+    return 0
+
+
 def _cmd_models_prepare(args: argparse.Namespace) -> int:
     from picospec.models import prepare
 
@@ -172,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
     bm.add_argument("--json", action="store_true", help="print one JSON object")
     bm.set_defaults(func=_cmd_bench_models)
+
+    br = bench.add_parser("rtt", help="the four modes over QUIC at several RTTs vs the time model")
+    br.add_argument("--pair", default="smollm2")
+    br.add_argument("--rtt", default="0,20,50,100", help="round-trip times in ms")
+    br.add_argument("--gamma", type=int, default=4)
+    br.add_argument("--depth", type=int, default=3)
+    br.add_argument("--max-tokens", type=int, default=96)
+    br.add_argument("--json", action="store_true")
+    br.set_defaults(func=_cmd_bench_rtt)
 
     models = sub.add_parser("models", help="model provisioning").add_subparsers(
         dest="models", required=True

@@ -7,6 +7,8 @@ import contextlib
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from picospec.cloud.llama_backend import LlamaBackend
 from picospec.cloud.server import VerifierService
 from picospec.codec.framing import FrameParser, encode_frame
@@ -16,8 +18,6 @@ from picospec.codec.scheme import Scheme
 from picospec.codec.vocab import VocabFingerprint
 from picospec.edge.client import EdgeClient, EdgeError
 from picospec.edge.drafter import Drafter
-from scipy import stats
-
 from picospec.link import LinkConfig, LinkRelay
 from picospec.quic import ClientTLS, ServerTLS, connect, generate_self_signed
 

@@ -10,6 +10,7 @@ import pytest
 from builders import fingerprint_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from picospec.codec.errors import ConfigError, ProtocolError
 from picospec.codec.framing import PROTOCOL_VERSION, FrameParser, encode_frame
 from picospec.codec.messages import (

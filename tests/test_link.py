@@ -7,8 +7,8 @@ import statistics
 import time
 
 import pytest
-from picospec.codec.errors import ConfigError
 
+from picospec.codec.errors import ConfigError
 from picospec.link import LinkConfig, LinkDirection, LinkRelay
 
 

@@ -9,6 +9,7 @@ import pytest
 from builders import fingerprint_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from picospec.codec import ops
 from picospec.codec.errors import ProtocolError
 from picospec.codec.messages import (

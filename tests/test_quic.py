@@ -6,8 +6,8 @@ import asyncio
 import stat
 
 import pytest
-from picospec.codec.errors import ConfigError
 
+from picospec.codec.errors import ConfigError
 from picospec.quic import (
     Channel,
     ClientTLS,

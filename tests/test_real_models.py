@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from picospec.cloud.llama_backend import LlamaBackend
 from picospec.cloud.target import TargetSequence
 from picospec.codec import ops
@@ -12,8 +14,6 @@ from picospec.codec.errors import ConfigError
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.edge.drafter import Drafter
-from scipy import stats
-
 from picospec.inprocess import generate
 from picospec.llamacpp import LlamaContext, LlamaWeights
 

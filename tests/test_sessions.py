@@ -12,6 +12,8 @@ import random
 
 import numpy as np
 import pytest
+from test_target import MarkovBackend, V
+
 from picospec.cloud.session import CloudSession
 from picospec.codec import ops, rng
 from picospec.codec.messages import Hello, Verdict
@@ -21,7 +23,6 @@ from picospec.codec.scheme import Scheme
 from picospec.codec.sparse import SparseDist
 from picospec.edge.drafter import DraftToken
 from picospec.edge.session import Committed, EdgeSession, Failed, Finished, Resume
-from test_target import MarkovBackend, V
 
 END = -1  # the Markov vocabulary has no end token
 

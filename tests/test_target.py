@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from picospec.cloud.backend import Backend
 from picospec.cloud.target import TargetSequence
 from picospec.codec import ops

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import stats
+
 from picospec.codec import ops
 from picospec.codec.rng import KeyedRandom, Purpose
 from picospec.codec.sampling import SamplingParams
@@ -26,7 +28,6 @@ from picospec.codec.verify import (
     target_token,
     verify_block,
 )
-from scipy import stats
 
 # --------------------------------------------------------------------------- builders
 
@@ -120,7 +121,9 @@ def one_step_distribution(scheme: Scheme, p: np.ndarray, q: SparseDist, k: int) 
                     q=[q],
                     bonus=False,
                 )
-                assert res.token == support[i]
+                # a step narrower than float resolution may round to its neighbour;
+                # its weight is far below the tolerance of the comparison with p
+                assert res.token == support[i] or width < 1e-12
                 out[res.token] += qx * (1 - a) * width
     return out
 

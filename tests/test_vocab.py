@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from picospec.codec.errors import CodecError
 from picospec.codec.vocab import CHUNK, VocabFingerprint, fingerprint
 
