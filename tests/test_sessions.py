@@ -214,3 +214,28 @@ def test_wrong_token_or_vocabulary_is_refused_and_closes():
     cloud = CloudSession(backend, token=b"tok")
     (err,) = cloud.receive(hello)
     assert err.code.name == "AUTH" and cloud.closed
+
+
+def test_early_send_only_when_the_cloud_would_idle_and_drafting_is_slow():
+    def session(early):
+        s = EdgeSession(
+            1,
+            (0,),
+            seed=0,
+            max_new=32,
+            scheme=Scheme.GREEDY,
+            is_end=lambda t: False,
+            early_send=early,
+        )
+        s.receive(Verdict(session=1, epoch=0, start=1, accepted=0, token=2, target_forwards=1), 0)
+        s.block([DraftToken(3, None)], now=0.0)
+        v = Verdict(session=1, epoch=0, start=2, accepted=1, token=None, target_forwards=1)
+        s.receive(v, now=0.05)  # that round trip took 50 ms
+        return s
+
+    s = session(early=True)
+    assert not s.send_early(1, drafting_s=0.01)  # drafting is still faster than a round trip
+    assert s.send_early(1, drafting_s=0.08)  # the cloud has idled longer than a round trip
+    assert not session(early=False).send_early(1, drafting_s=0.08)
+    s.block([DraftToken(4, None)], now=0.1)
+    assert not s.send_early(1, drafting_s=0.08)  # a block is in flight: the cloud is busy
