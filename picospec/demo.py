@@ -10,20 +10,15 @@ and ``cloud-only``, and prints a comparison table.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
-import tempfile
-from pathlib import Path
 
 from picospec.cloud.llama_backend import LlamaBackend
-from picospec.cloud.server import VerifierService
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.edge.client import EdgeClient, GenerationResult
 from picospec.edge.drafter import Drafter
-from picospec.link import LinkConfig, LinkRelay
+from picospec.loopback import loopback_cloud
 from picospec.models import DEFAULT_PAIR, prepare
-from picospec.quic import ClientTLS, ServerTLS, generate_self_signed
 
 PROMPT = "A warehouse robot has to move 45 boxes, 6 per trip. How many trips does it need? Explain."
 RTT_MS = 50.0
@@ -48,8 +43,6 @@ def _table(results: list[GenerationResult]) -> str:
 async def _run(pair: str, max_tokens: int) -> list[GenerationResult]:
     paths = prepare(pair)
     backend = LlamaBackend(paths["target"], n_ctx=1024, threads=1)
-    token = secrets.token_hex(16).encode()
-    service = VerifierService(backend, token=token, name=f"demo {backend.name}")
     drafter = Drafter.open(
         paths["drafter"],
         SamplingParams(temperature=0.0),
@@ -57,41 +50,31 @@ async def _run(pair: str, max_tokens: int) -> list[GenerationResult]:
         n_ctx=1024,
         threads=1,
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-        pin = generate_self_signed(cert, key, host="localhost")
-        server = await service.serve("127.0.0.1", 0, ServerTLS(str(cert), str(key)))
-        half = LinkConfig(delay_ms=RTT_MS / 2)
-        try:
-            async with LinkRelay(
-                listen=("127.0.0.1", 0), upstream=server.address, up=half, down=half
-            ) as link:
-                print(
-                    f"cloud verifier {backend.name} on {server.address[0]}:{server.address[1]}, "
-                    f"reached through a link emulator with {RTT_MS:.0f} ms RTT\n"
-                )
-                client = EdgeClient(drafter)
-                await client.connect(*link.address, ClientTLS(pin_sha256=pin), token=token)
-                w = drafter.ctx.weights
-                prompt = w.tokenize(w.chat_prompt(PROMPT))
-                print(f"prompt: {PROMPT}\n")
-                results = []
-                for mode in ("pipeline", "sync", "cloud-only"):
-                    print(f"--- {mode} ---", flush=True)
+    async with loopback_cloud(backend, rtt_ms=RTT_MS, name=f"demo {backend.name}") as cloud:
+        host, port = cloud.server_address
+        print(
+            f"cloud verifier {backend.name} on {host}:{port}, "
+            f"reached through a link emulator with {RTT_MS:.0f} ms RTT\n"
+        )
+        client = EdgeClient(drafter)
+        await client.connect(*cloud.address, cloud.tls, token=cloud.token)
+        w = drafter.ctx.weights
+        prompt = w.tokenize(w.chat_prompt(PROMPT))
+        print(f"prompt: {PROMPT}\n")
+        results = []
+        for mode in ("pipeline", "sync", "cloud-only"):
+            print(f"--- {mode} ---", flush=True)
 
-                    def show(tokens: list[int]) -> None:
-                        sys.stdout.write(client.text(tokens))
-                        sys.stdout.flush()
+            def show(tokens: list[int]) -> None:
+                sys.stdout.write(client.text(tokens))
+                sys.stdout.flush()
 
-                    res = await client.generate(
-                        prompt, mode=mode, max_new_tokens=max_tokens, on_tokens=show
-                    )
-                    print(f"\n[{res.n_tokens} tokens, {res.finished}]\n", flush=True)
-                    results.append(res)
-                await client.close()
-        finally:
-            await server.close()
-            service.close()
+            res = await client.generate(
+                prompt, mode=mode, max_new_tokens=max_tokens, on_tokens=show
+            )
+            print(f"\n[{res.n_tokens} tokens, {res.finished}]\n", flush=True)
+            results.append(res)
+        await client.close()
     return results
 
 

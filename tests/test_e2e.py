@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from picospec.cloud.llama_backend import LlamaBackend
-from picospec.cloud.server import VerifierService
 from picospec.codec.framing import FrameParser, encode_frame
 from picospec.codec.messages import Error, Hello
 from picospec.codec.sampling import SamplingParams
@@ -18,8 +16,8 @@ from picospec.codec.scheme import Scheme
 from picospec.codec.vocab import VocabFingerprint
 from picospec.edge.client import EdgeClient, EdgeError
 from picospec.edge.drafter import Drafter
-from picospec.link import LinkConfig, LinkRelay
-from picospec.quic import ClientTLS, ServerTLS, connect, generate_self_signed
+from picospec.loopback import loopback_cloud
+from picospec.quic import connect
 
 pytestmark = pytest.mark.models
 
@@ -28,34 +26,13 @@ PROMPT = "Explain what a robot arm does in two sentences."
 
 
 @pytest.fixture(scope="module")
-def cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    pin = generate_self_signed(d / "cert.pem", d / "key.pem", host="localhost")
-    return ServerTLS(str(d / "cert.pem"), str(d / "key.pem")), ClientTLS(pin_sha256=pin)
-
-
-@pytest.fixture(scope="module")
 def backend(smollm2):
     return LlamaBackend(smollm2["target"], n_ctx=1024, threads=1)
 
 
-@contextlib.asynccontextmanager
-async def cloud(backend, cert, *, delay_ms=0.0, loss=0.0):
-    """A verifier service, reached directly or through the link emulator."""
-    service = VerifierService(backend, token=TOKEN)
-    server = await service.serve("127.0.0.1", 0, cert[0], idle_timeout=20)
-    try:
-        if delay_ms == 0 and loss == 0:
-            yield server.address
-        else:
-            half = LinkConfig(delay_ms=delay_ms / 2, loss=loss, seed=1)
-            async with LinkRelay(
-                listen=("127.0.0.1", 0), upstream=server.address, up=half, down=half
-            ) as link:
-                yield link.address
-    finally:
-        await server.close()
-        service.close()
+def cloud(backend, *, delay_ms=0.0, loss=0.0):
+    """The verifier service on loopback, reached directly or through the link emulator."""
+    return loopback_cloud(backend, rtt_ms=delay_ms, loss=loss, token=TOKEN, idle_timeout=20)
 
 
 def drafter(smollm2, t=0.0, scheme=Scheme.GREEDY):
@@ -64,11 +41,11 @@ def drafter(smollm2, t=0.0, scheme=Scheme.GREEDY):
     )
 
 
-async def generations(backend, cert, d, runs, *, delay_ms=0.0, loss=0.0, max_new=32, seed=0):
+async def generations(backend, d, runs, *, delay_ms=0.0, loss=0.0, max_new=32, seed=0):
     """[(mode, depth), ...] -> token lists, over one connection."""
-    async with cloud(backend, cert, delay_ms=delay_ms, loss=loss) as addr:
+    async with cloud(backend, delay_ms=delay_ms, loss=loss) as c:
         client = EdgeClient(d)
-        await asyncio.wait_for(client.connect(*addr, cert[1], token=TOKEN), 20)
+        await asyncio.wait_for(client.connect(*c.address, c.tls, token=TOKEN), 20)
         w = d.ctx.weights
         prompt = w.tokenize(w.chat_prompt(PROMPT))
         out = []
@@ -83,12 +60,11 @@ async def generations(backend, cert, d, runs, *, delay_ms=0.0, loss=0.0, max_new
         return out
 
 
-def test_greedy_pipeline_and_sync_equal_cloud_only_through_delay_and_loss(smollm2, backend, cert):
+def test_greedy_pipeline_and_sync_equal_cloud_only_through_delay_and_loss(smollm2, backend):
     d = drafter(smollm2)
     pipe, sync, alone = asyncio.run(
         generations(
             backend,
-            cert,
             d,
             [("pipeline", 3), ("sync", 1), ("cloud-only", 1)],
             delay_ms=20,
@@ -98,34 +74,34 @@ def test_greedy_pipeline_and_sync_equal_cloud_only_through_delay_and_loss(smollm
     assert pipe == sync == alone and len(alone) >= 8
 
 
-def test_same_seed_same_tokens_at_0_and_100_ms_and_depth_1_and_3(smollm2, backend, cert):
+def test_same_seed_same_tokens_at_0_and_100_ms_and_depth_1_and_3(smollm2, backend):
     d = drafter(smollm2, 1.0, Scheme.SPARSE_Q)
-    fast = asyncio.run(generations(backend, cert, d, [("pipeline", 1), ("pipeline", 3)], seed=7))
+    fast = asyncio.run(generations(backend, d, [("pipeline", 1), ("pipeline", 3)], seed=7))
     slow = asyncio.run(
-        generations(backend, cert, d, [("pipeline", 3), ("pipeline", 1)], delay_ms=100, seed=7)
+        generations(backend, d, [("pipeline", 3), ("pipeline", 1)], delay_ms=100, seed=7)
     )
     assert fast[0] == fast[1] == slow[0] == slow[1]
 
 
-def test_gumbel_pipeline_sync_and_cloud_only_agree_at_temperature_one(smollm2, backend, cert):
+def test_gumbel_pipeline_sync_and_cloud_only_agree_at_temperature_one(smollm2, backend):
     d = drafter(smollm2, 1.0, Scheme.GUMBEL)
     runs = asyncio.run(
-        generations(backend, cert, d, [("pipeline", 3), ("sync", 1), ("cloud-only", 1)], seed=3)
+        generations(backend, d, [("pipeline", 3), ("sync", 1), ("cloud-only", 1)], seed=3)
     )
     assert runs[0] == runs[1] == runs[2]
 
 
 @pytest.mark.slow
-def test_pipeline_output_distribution_matches_cloud_only(smollm2, backend, cert):
+def test_pipeline_output_distribution_matches_cloud_only(smollm2, backend):
     """T=1, sparse-q: the second generated token (the first verified one) over
     many seeds, pipeline vs cloud-only sampling (two-sample chi-square)."""
     d = drafter(smollm2, 1.0, Scheme.SPARSE_Q)
     n = 250
 
     async def sample(mode):
-        async with cloud(backend, cert) as addr:
+        async with cloud(backend) as c:
             client = EdgeClient(d)
-            await client.connect(*addr, cert[1], token=TOKEN)
+            await client.connect(*c.address, c.tls, token=TOKEN)
             prompt = d.ctx.weights.tokenize("The robot picked up the")
             out = []
             for seed in range(n):
@@ -144,17 +120,17 @@ def test_pipeline_output_distribution_matches_cloud_only(smollm2, backend, cert)
     assert stats.chi2_contingency(pooled).pvalue > 0.01
 
 
-def test_wrong_token_is_refused_and_the_server_keeps_serving(smollm2, backend, cert):
+def test_wrong_token_is_refused_and_the_server_keeps_serving(smollm2, backend):
     d = drafter(smollm2)
 
     async def scenario():
-        async with cloud(backend, cert) as addr:
+        async with cloud(backend) as c:
             bad = EdgeClient(d)
             with pytest.raises(EdgeError, match="auth token was refused"):
-                await bad.connect(*addr, cert[1], token=b"wrong")
+                await bad.connect(*c.address, c.tls, token=b"wrong")
             await bad.close()
             good = EdgeClient(d)
-            await good.connect(*addr, cert[1], token=TOKEN)
+            await good.connect(*c.address, c.tls, token=TOKEN)
             res = await good.generate(d.ctx.weights.tokenize("Hello"), max_new_tokens=4)
             await good.close()
             return res
@@ -162,14 +138,14 @@ def test_wrong_token_is_refused_and_the_server_keeps_serving(smollm2, backend, c
     assert asyncio.run(scenario()).n_tokens == 4
 
 
-def test_wrong_vocabulary_and_garbage_get_clear_errors(smollm2, backend, cert):
+def test_wrong_vocabulary_and_garbage_get_clear_errors(smollm2, backend):
     d = drafter(smollm2)
     fp = d.ctx.weights.vocab_fingerprint
     other = VocabFingerprint(fp.size, (fp.specials[0], 7, *fp.specials[2:]), fp.chunks)
 
     async def raw(payload: bytes) -> Error:
-        async with cloud(backend, cert) as addr:
-            ch = await connect(*addr, cert[1])
+        async with cloud(backend) as c:
+            ch = await connect(*c.address, c.tls)
             ch.write(payload)
             parser, msgs = FrameParser(), []
             while not msgs and (data := await asyncio.wait_for(ch.read(), 20)):

@@ -18,22 +18,17 @@ T_verify (one target forward over gamma + 1 tokens) and T_decode (one step):
 from __future__ import annotations
 
 import asyncio
-import secrets
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from picospec.cloud.llama_backend import LlamaBackend
-from picospec.cloud.server import VerifierService
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.edge.client import EdgeClient, GenerationResult
 from picospec.edge.drafter import Drafter
-from picospec.link import LinkConfig, LinkRelay
+from picospec.loopback import loopback_cloud
 from picospec.models import prepare
-from picospec.quic import ClientTLS, ServerTLS, generate_self_signed
 
 PROMPT = "Write a short Python function that returns the mean of a list, and explain it."
 MODES = ("pipeline", "sync", "cloud-only", "edge-only")
@@ -118,57 +113,42 @@ async def _run(
     w = drafter.ctx.weights
     prompt = w.tokenize(w.chat_prompt(PROMPT))
     t_draft, t_verify, t_decode = _timings(backend, drafter, prompt, gamma)
-    token = secrets.token_hex(8).encode()
-    service = VerifierService(backend, token=token)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
-        pin = generate_self_signed(cert, key)
-        server = await service.serve("127.0.0.1", 0, ServerTLS(str(cert), str(key)))
-        try:
-            for rtt in rtts:
-                half = LinkConfig(delay_ms=rtt / 2)
-                async with LinkRelay(
-                    listen=("127.0.0.1", 0), upstream=server.address, up=half, down=half
-                ) as link:
-                    client = EdgeClient(drafter)
-                    await client.connect(*link.address, ClientTLS(pin_sha256=pin), token=token)
-                    results: dict[str, GenerationResult] = {}
-                    for mode in MODES:
-                        results[mode] = await client.generate(
-                            prompt, mode=mode, gamma=gamma, depth=depth, max_new_tokens=max_tokens
-                        )
-                    await client.close()
-                ref = results["cloud-only"].token_ids
-                for mode in ("pipeline", "sync"):
-                    if results[mode].token_ids != ref:
-                        raise AssertionError(f"{mode} at RTT {rtt} ms differs from cloud-only")
-                sync = results["sync"]
-                for mode, r in results.items():
-                    # each speculative mode is fed its own acceptance: block
-                    # boundaries differ (sync restarts after every bonus token)
-                    accept = per_position(r.blocks or sync.blocks, gamma)
-                    model = predict(mode, accept, t_draft, t_verify, t_decode, rtt / 1e3)
-                    rows.append(
-                        {
-                            "rtt_ms": rtt,
-                            "mode": mode,
-                            "tok_per_s": round(r.tok_per_s, 2),
-                            "vs_sync": round(r.tok_per_s / sync.tok_per_s, 3),
-                            "predicted_tok_per_s": round(model, 2),
-                            "measured_over_predicted": round(r.tok_per_s / model, 3),
-                            "mean_accept_len": round(r.mean_accept_len, 3),
-                            "accept_per_position": [round(a, 3) for a in accept],
-                            "n_tokens": r.n_tokens,
-                            "ttft_ms": round(r.ttft_ms, 1),
-                            "bytes_per_token": round(
-                                (r.bytes_up + r.bytes_down) / max(r.n_tokens, 1), 1
-                            ),
-                        }
-                    )
-        finally:
-            await server.close()
-            service.close()
+    for rtt in rtts:
+        async with loopback_cloud(backend, rtt_ms=rtt) as cloud:
+            client = EdgeClient(drafter)
+            await client.connect(*cloud.address, cloud.tls, token=cloud.token)
+            results: dict[str, GenerationResult] = {}
+            for mode in MODES:
+                results[mode] = await client.generate(
+                    prompt, mode=mode, gamma=gamma, depth=depth, max_new_tokens=max_tokens
+                )
+            await client.close()
+        ref = results["cloud-only"].token_ids
+        for mode in ("pipeline", "sync"):
+            if results[mode].token_ids != ref:
+                raise AssertionError(f"{mode} at RTT {rtt} ms differs from cloud-only")
+        sync = results["sync"]
+        for mode, r in results.items():
+            # each speculative mode is fed its own acceptance: block
+            # boundaries differ (sync restarts after every bonus token)
+            accept = per_position(r.blocks or sync.blocks, gamma)
+            model = predict(mode, accept, t_draft, t_verify, t_decode, rtt / 1e3)
+            rows.append(
+                {
+                    "rtt_ms": rtt,
+                    "mode": mode,
+                    "tok_per_s": round(r.tok_per_s, 2),
+                    "vs_sync": round(r.tok_per_s / sync.tok_per_s, 3),
+                    "predicted_tok_per_s": round(model, 2),
+                    "measured_over_predicted": round(r.tok_per_s / model, 3),
+                    "mean_accept_len": round(r.mean_accept_len, 3),
+                    "accept_per_position": [round(a, 3) for a in accept],
+                    "n_tokens": r.n_tokens,
+                    "ttft_ms": round(r.ttft_ms, 1),
+                    "bytes_per_token": round((r.bytes_up + r.bytes_down) / max(r.n_tokens, 1), 1),
+                }
+            )
     return {
         "pair": pair,
         "gamma": gamma,
