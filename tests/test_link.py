@@ -111,3 +111,46 @@ def test_two_clients_get_their_own_replies():
 
     cfg = LinkConfig(delay_ms=5)
     assert asyncio.run(_through_relay(cfg, cfg, 2, body)) == [b"client0", b"client1"]
+
+
+class _Sink(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.arrivals: list[tuple[float, int]] = []
+
+    def datagram_received(self, data, addr):
+        self.arrivals.append((time.perf_counter(), len(data)))
+
+
+def test_measured_throughput_is_within_ten_percent_of_configured():
+    async def measure() -> float:
+        loop = asyncio.get_running_loop()
+        sink_t, sink = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.0.1", 0))
+        cfg = LinkConfig(rate_mbit=10, queue_bytes=64 * 1024)
+        try:
+            async with LinkRelay(
+                listen=("127.0.0.1", 0),
+                upstream=sink_t.get_extra_info("sockname"),
+                up=cfg,
+                down=cfg,
+            ) as relay:
+                out, _ = await loop.create_datagram_endpoint(
+                    asyncio.DatagramProtocol, remote_addr=relay.address
+                )
+                end = time.perf_counter() + 1.5
+                while time.perf_counter() < end:  # offer ~2x the link rate
+                    for _ in range(25):
+                        out.sendto(b"x" * 1200)
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)
+                out.close()
+        finally:
+            sink_t.close()
+        steady = [(t, n) for t, n in sink.arrivals if t > sink.arrivals[0][0] + 0.2]
+        seconds = steady[-1][0] - steady[0][0]
+        return sum(n for _, n in steady[1:]) * 8 / seconds / 1e6
+
+    for _attempt in range(2):  # one retry: the machine may be busy
+        mbit = asyncio.run(measure())
+        if abs(mbit - 10) <= 1:
+            break
+    assert abs(mbit - 10) <= 1, f"measured {mbit:.2f} Mbit/s"
