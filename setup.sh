@@ -24,9 +24,11 @@ if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
-pip install --upgrade pip "setuptools>=77" wheel "cffi>=1.16"
+pip install --upgrade pip
+# Build isolation stays on: llama-cpp-python builds with scikit-build-core and
+# picospec with setuptools + cffi, each in its own build environment.
 echo "setup: installing picospec[$extras] (builds the C kernels)" >&2
-pip install --no-build-isolation -e ".[$extras]"
+pip install -e ".[$extras]"
 
 if [ "$job" = demo ]; then
   exec .venv/bin/picospec demo
