@@ -1,121 +1,139 @@
-"""QUIC transport: one reliable, ordered byte stream per connection (aioquic).
+"""QUIC transport: one reliable, ordered, bidirectional byte stream per connection.
 
-Both sides see a ``Channel``: the first bidirectional stream of a connection,
-carrying the length-prefixed frames of codec/framing.py. TLS 1.3 always (QUIC
-requires it); the ALPN is ``picospec/1``. The client verifies the server either
-against a CA file or against a pinned SHA-256 fingerprint of its certificate;
-there is no way to turn verification off. With a pin, TLS-level chain checks
-are skipped (a self-signed certificate has no chain) and the certificate the
-server presented is compared with the pin as soon as the handshake completes,
-before any application byte is sent; a mismatch closes the connection.
+Both sides see a ``Channel``: the first bidirectional stream the client opens on
+a connection. The application frames its own messages on it; this module never
+parses them. TLS 1.3 always (QUIC requires it); the ALPN is ``picospec/1``.
+
+How the client verifies the server (see picospec/tls.py) is never optional:
+
+- with a CA file, aioquic verifies the chain and the server name during the
+  handshake;
+- with a pinned fingerprint, aioquic's chain check is switched off (a
+  self-signed certificate has no chain; aioquic still checks that the server
+  signed the handshake with the certificate's key), and this module compares the
+  certificate's SHA-256 with the pin when the handshake completes, in the same
+  event loop step, before the Channel exists. A mismatch closes the connection
+  and ``connect`` raises ``TransportError``; no application byte is sent or
+  accepted. ``connect`` offers no way around this check.
+
+``write`` never blocks: aioquic buffers the bytes and paces them by QUIC flow
+and congestion control. ``close`` delivers what was written, ends the stream
+(FIN) and closes the connection with code 0. The client sends PINGs every
+``keepalive`` seconds so an idle connection stays open; a dead one ends by the
+idle timeout, and the Channel says so.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
+import contextlib
 import logging
-import os
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 from aioquic.asyncio import QuicConnectionProtocol
-from aioquic.asyncio import connect as quic_connect
 from aioquic.asyncio import serve as quic_serve
+from aioquic.asyncio.protocol import QuicStreamHandler
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from aioquic.quic.connection import NetworkAddress, QuicConnection
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    QuicEvent,
+    StreamDataReceived,
+    StreamReset,
+)
+from aioquic.quic.packet import QuicErrorCode
 
 from picospec.codec.errors import ConfigError, PicospecError
+from picospec.tls import (
+    ClientTLS,
+    ServerTLS,
+    cert_fingerprint,
+    fingerprint,
+    generate_self_signed,
+    load_certificates,
+)
+
+__all__ = [
+    "ALPN",
+    "Channel",
+    "ClientTLS",
+    "Server",
+    "ServerTLS",
+    "TransportError",
+    "cert_fingerprint",
+    "connect",
+    "generate_self_signed",
+    "serve",
+]
 
 ALPN = "picospec/1"
+CLOSE_LINGER_S = 5.0
+"""How long ``Channel.close`` waits for the peer to acknowledge the written bytes."""
+_TLS_BAD_CERTIFICATE = QuicErrorCode.CRYPTO_ERROR + 42  # TLS alert bad_certificate
+
 log = logging.getLogger("picospec.quic")
 
 
 class TransportError(PicospecError):
-    """The QUIC connection could not be made or was lost."""
+    """The QUIC connection could not be made, was refused, or has ended."""
 
 
-@dataclass(frozen=True)
-class ServerTLS:
-    certfile: str
-    keyfile: str
-
-
-@dataclass(frozen=True)
-class ClientTLS:
-    """How the edge verifies the cloud: exactly one of a CA file or a pin."""
-
-    cafile: str | None = None
-    pin_sha256: str | None = None
-    """Hex SHA-256 of the server certificate (DER), as `picospec cloud gen-cert` prints it."""
-    server_name: str = "localhost"
-
-    def __post_init__(self) -> None:
-        if (self.cafile is None) == (self.pin_sha256 is None):
-            raise ConfigError(
-                "verify the cloud with exactly one of --ca CERT_FILE or --pin SHA256 "
-                "(certificate verification cannot be turned off)"
-            )
+class _Unreachable(TransportError):
+    """This address refused or cannot be reached; connect tries the next one."""
 
 
 class Channel:
     """One connection's byte stream, on either side."""
 
-    def __init__(self, protocol: _Protocol, stream_id: int, peer: str) -> None:
+    def __init__(self, protocol: _Protocol, stream_id: int) -> None:
         self._protocol = protocol
         self._stream_id = stream_id
         self._chunks: asyncio.Queue[bytes] = asyncio.Queue()
-        self.peer = peer
+        self.peer = protocol.peer
+        """'host:port' of the other side, for logs."""
         self.closed = False
+        """True once the stream or the connection ended, or close() was called."""
         self.close_reason = ""
-        self._client: Any = None  # the client's connect() context, exited on close
-        self._keepalive: asyncio.Task[None] | None = None
+        """Why it ended: the peer closed, idle timeout, or the error's text."""
 
     async def read(self) -> bytes:
-        """The next chunk of bytes; b"" once the stream or the connection ended."""
-        if self.closed and self._chunks.empty():
-            return b""
+        """The next chunk of bytes; b"" once the peer ended the stream or the connection ended."""
         chunk = await self._chunks.get()
         if not chunk:
             self._chunks.put_nowait(b"")  # every later read sees the end too
         return chunk
 
     def write(self, data: bytes) -> None:
+        """Queue data on the stream and transmit what flow control allows now."""
         if self.closed:
-            raise TransportError(f"the connection to {self.peer} is closed ({self.close_reason})")
-        self._protocol._quic.send_stream_data(self._stream_id, data)
-        self._protocol.transmit()
+            raise TransportError(
+                f"cannot write to {self.peer}: the channel is closed ({self.close_reason})"
+            )
+        if data:
+            self._protocol.send(self._stream_id, data, end=False)
 
     async def close(self, reason: str = "") -> None:
-        """End the stream and close the connection cleanly (code 0)."""
-        if self.closed:
-            return
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-        self._protocol._quic.send_stream_data(self._stream_id, b"", end_stream=True)
-        self._protocol.close(error_code=0, reason_phrase=reason)
-        self._ended(reason or "closed")
-        if self._client is not None:
-            await self._client.__aexit__(None, None, None)  # also closes the UDP socket
-        else:
-            await self._protocol.wait_closed()
+        """Deliver what was written, end the stream and close the connection (code 0)."""
+        self._end(reason or "closed locally")
+        await self._protocol.close_cleanly(self._stream_id, reason)
+
+    def _abort(self, reason: str) -> None:
+        """Close the connection now, without waiting for written bytes to arrive."""
+        self._end(reason)
+        self._protocol.close(error_code=QuicErrorCode.NO_ERROR, reason_phrase=reason)
 
     def _feed(self, data: bytes, end: bool) -> None:
-        if data:
+        if data and not self.closed:
             self._chunks.put_nowait(data)
         if end:
-            self._ended("the peer closed the stream")
+            self._end("the peer closed the stream")
 
-    def _ended(self, reason: str) -> None:
+    def _end(self, reason: str) -> None:
         if not self.closed:
             self.closed = True
             self.close_reason = reason
@@ -123,43 +141,221 @@ class Channel:
 
 
 class _Protocol(QuicConnectionProtocol):
+    """One QUIC connection: turns aioquic's events into a Channel, on either side."""
+
     def __init__(
-        self, *args: Any, on_channel: Callable[[Channel], None] | None = None, **kwargs: Any
+        self,
+        quic: QuicConnection,
+        stream_handler: QuicStreamHandler | None = None,
+        *,
+        on_channel: Callable[[Channel], None] | None = None,
+        verify: ClientTLS | None = None,
+        keepalive: float | None = None,
+        peer: str = "?",
     ) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(quic, stream_handler)
+        self.peer = peer
         self.channel: Channel | None = None
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        """Client: the handshake completed and the server passed verification."""
+        self.terminated = False
         self._on_channel = on_channel
+        self._verify = verify
+        self._keepalive = keepalive
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._progress = asyncio.Event()  # set whenever an ACK may have delivered our bytes
 
-    def _peer(self) -> str:
-        addr = self._transport.get_extra_info("peername") if self._transport else None
-        return f"{addr[0]}:{addr[1]}" if addr else "?"
+    # --- aioquic and asyncio callbacks
 
-    def open_channel(self) -> Channel:
-        self.channel = Channel(self, self._quic.get_next_available_stream_id(), self._peer())
-        return self.channel
+    def datagram_received(self, data: bytes | str, addr: NetworkAddress) -> None:
+        if self.peer == "?":
+            self.peer = _format_address(addr)
+        super().datagram_received(data, addr)
+        self._progress.set()
+
+    def error_received(self, exc: Exception) -> None:
+        if isinstance(exc, ConnectionRefusedError):
+            self._settle(_Unreachable(f"connection refused by {self.peer} (nothing listens there)"))
 
     def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, StreamDataReceived):
-            if self.channel is None:
-                self.channel = Channel(self, event.stream_id, self._peer())
-                if self._on_channel is not None:
-                    self._on_channel(self.channel)
-            if event.stream_id == self.channel._stream_id:
-                self.channel._feed(event.data, event.end_stream)
-        elif isinstance(event, ConnectionTerminated) and self.channel is not None:
-            why = event.reason_phrase or ("idle timeout" if event.error_code == 0 else "")
-            self.channel._ended(why or f"connection closed (code {event.error_code})")
+        if isinstance(event, HandshakeCompleted) and self._quic.configuration.is_client:
+            self._handshake_completed()
+        elif isinstance(event, StreamDataReceived):
+            self._stream_data(event)
+        elif isinstance(event, StreamReset) and self._is_channel(event.stream_id):
+            assert self.channel is not None
+            self.channel._end(f"the peer reset the stream (code {event.error_code})")
+        elif isinstance(event, ConnectionTerminated):
+            self._terminated(event)
+
+    # --- what a Channel asks of its connection
+
+    def send(self, stream_id: int, data: bytes, *, end: bool) -> None:
+        """Queue bytes (and maybe the FIN) on the stream and transmit."""
+        try:
+            self._quic.send_stream_data(stream_id, data, end_stream=end)
+        except (RuntimeError, ValueError) as e:  # e.g. the peer stopped reading the stream
+            raise TransportError(f"the stream to {self.peer} takes no more data: {e}") from e
+        self.transmit()
+
+    async def close_cleanly(self, stream_id: int, reason: str) -> None:
+        """FIN the stream, wait (bounded) until the peer has it all, close with code 0."""
+        if not self._closing and not self.terminated:
+            self._closing = True
+            with contextlib.suppress(TransportError):  # then there is nothing left to deliver
+                self.send(stream_id, b"", end=True)
+            deadline = self._loop.time() + CLOSE_LINGER_S
+            while not self.terminated and not self._delivered(stream_id):
+                self._progress.clear()
+                left = deadline - self._loop.time()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._progress.wait(), left)
+                except TimeoutError:
+                    break
+            self.close(error_code=QuicErrorCode.NO_ERROR, reason_phrase=reason)
+        try:
+            await asyncio.wait_for(self.wait_closed(), CLOSE_LINGER_S)
+        except TimeoutError:
+            log.warning("connection %s did not finish closing", self.peer)
+
+    def abandon(self) -> None:
+        """Client: give up a handshake; close the connection and the UDP socket now."""
+        self.close(error_code=QuicErrorCode.NO_ERROR, reason_phrase="handshake abandoned")
+        if self._transport is not None:
+            self._transport.close()
+
+    def _delivered(self, stream_id: int) -> bool:
+        # aioquic has no public "all sent data acknowledged" query; a finished
+        # stream's sender has had every byte and the FIN acknowledged, and a stream
+        # finished in both directions is removed from the table.
+        stream = self._quic._streams.get(stream_id)
+        return stream is None or stream.sender.is_finished
+
+    # --- event handling
+
+    def _handshake_completed(self) -> None:
+        pin = self._verify.pin_sha256 if self._verify is not None else None
+        if pin is not None:
+            got = self._peer_fingerprint()
+            if got != pin:
+                self._quic.close(
+                    error_code=_TLS_BAD_CERTIFICATE,
+                    reason_phrase="certificate does not match the pinned fingerprint",
+                )
+                self._settle(
+                    TransportError(
+                        f"the server at {self.peer} presented a certificate with SHA-256 {got}, "
+                        f"which does not match the pinned fingerprint {pin}"
+                    )
+                )
+                return
+        self._settle(None)
+        if self._keepalive is not None:
+            # Ping often enough for the server's idle timeout too (aioquic keeps the
+            # limit the server announced private).
+            remote = getattr(self._quic, "_remote_max_idle_timeout", None)
+            if remote:
+                self._keepalive = min(self._keepalive, remote / 2)
+            self._keepalive_timer = self._loop.call_later(self._keepalive, self._ping)
+
+    def _stream_data(self, event: StreamDataReceived) -> None:
+        if self.channel is None and not self._quic.configuration.is_client:
+            if event.stream_id % 4 != 0:
+                return  # only a client-initiated bidirectional stream becomes the Channel
+            self.channel = Channel(self, event.stream_id)
+            if self._on_channel is not None:
+                self._on_channel(self.channel)
+        if self._is_channel(event.stream_id):
+            assert self.channel is not None
+            self.channel._feed(event.data, event.end_stream)
+
+    def _terminated(self, event: ConnectionTerminated) -> None:
+        self.terminated = True
+        self._progress.set()
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+        if self._quic.configuration.is_client and not self.ready.done():
+            self._settle(TransportError(self._handshake_failure(event)))
+        if self.channel is not None:
+            self.channel._end(_describe(event))
+        if self._quic.configuration.is_client and self._transport is not None:
+            self._transport.close()  # the client's UDP socket is its own
+
+    def _handshake_failure(self, event: ConnectionTerminated) -> str:
+        got = self._peer_fingerprint()
+        tls_alert = (
+            QuicErrorCode.CRYPTO_ERROR <= event.error_code <= QuicErrorCode.CRYPTO_ERROR + 255
+        )
+        if self._verify is not None and self._verify.cafile is not None and got and tls_alert:
+            return (
+                f"the server at {self.peer} presented a certificate with SHA-256 {got}, "
+                f"which the CA file {self._verify.cafile} does not accept "
+                f"for {self._verify.server_name!r}: {event.reason_phrase}"
+            )
+        return f"QUIC handshake with {self.peer} failed: {_describe(event)}"
+
+    def _ping(self) -> None:
+        if not self.terminated and self._keepalive is not None:
+            self._quic.send_ping(0)  # no one awaits this PING; its ACK resets the idle timer
+            self.transmit()
+            self._keepalive_timer = self._loop.call_later(self._keepalive, self._ping)
+
+    # --- helpers
+
+    def _is_channel(self, stream_id: int) -> bool:
+        return self.channel is not None and stream_id == self.channel._stream_id
+
+    def _settle(self, error: TransportError | None) -> None:
+        if self.ready.done():
+            return
+        if error is None:
+            self.ready.set_result(None)
+        else:
+            self.ready.set_exception(error)
+
+    def _peer_fingerprint(self) -> str:
+        # aioquic keeps the peer's certificate only in a private attribute; were it
+        # renamed, this returns "" and every pin check fails closed.
+        cert = getattr(self._quic.tls, "_peer_certificate", None)
+        return fingerprint(cert) if cert is not None else ""
+
+
+def _describe(event: ConnectionTerminated) -> str:
+    """A human reason for a connection's end."""
+    if event.error_code == QuicErrorCode.INTERNAL_ERROR and event.reason_phrase == "Idle timeout":
+        return "idle timeout"  # aioquic's local verdict: nothing arrived for idle_timeout seconds
+    if event.error_code == QuicErrorCode.NO_ERROR:
+        return "the peer closed the connection" + (
+            f": {event.reason_phrase}" if event.reason_phrase else ""
+        )
+    if QuicErrorCode.CRYPTO_ERROR <= event.error_code <= QuicErrorCode.CRYPTO_ERROR + 255:
+        alert = event.error_code - QuicErrorCode.CRYPTO_ERROR
+        return f"TLS alert {alert}: {event.reason_phrase or 'no reason given'}"
+    return f"connection closed with error 0x{event.error_code:x}: {event.reason_phrase}"
+
+
+def _format_address(addr: NetworkAddress) -> str:
+    host = str(addr[0]).removeprefix("::ffff:")
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
 
 
 class Server:
+    """A listening QUIC endpoint; one handler task per connection."""
+
     def __init__(self, quic: QuicServer, tasks: set[asyncio.Task[None]]) -> None:
         self._quic = quic
         self._tasks = tasks
-        assert quic._transport is not None  # bound by quic_serve
-        sock = quic._transport.get_extra_info("sockname")
-        self.address: tuple[str, int] = (sock[0], sock[1])
+        # aioquic's QuicServer keeps its transport private; it is bound by now.
+        transport = cast(asyncio.DatagramTransport, quic._transport)
+        bound = transport.get_extra_info("sockname")
+        self.address: tuple[str, int] = (bound[0], bound[1])
+        """(host, port) actually bound; the port is the ephemeral one when 0 was asked."""
 
     async def close(self) -> None:
+        """Close every connection ("server shutting down") and stop listening."""
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -174,31 +370,47 @@ async def serve(
     *,
     idle_timeout: float = 60.0,
 ) -> Server:
-    """Accept connections; each one's first stream is passed to handler as a Channel."""
+    """Listen on UDP host:port; each connection's first client stream goes to handler.
+
+    The handler runs as its own task, from the client's first byte on. When it
+    returns the connection is closed cleanly; when it raises, the error is logged
+    and that connection alone is closed.
+    """
+    if not idle_timeout > 0:
+        raise ConfigError(f"idle_timeout must be > 0 seconds, got {idle_timeout}")
     config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=idle_timeout)
     try:
         config.load_cert_chain(tls.certfile, tls.keyfile)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load the TLS certificate or key: {e}") from e
+        raise ConfigError(
+            f"cannot load the TLS certificate {tls.certfile} and key {tls.keyfile}: {e}"
+        ) from e
     tasks: set[asyncio.Task[None]] = set()
 
     async def run(ch: Channel) -> None:
+        reason = "bye"
         try:
             await handler(ch)
+        except asyncio.CancelledError:
+            ch._abort("server shutting down")
+            raise
         except Exception:  # one connection's failure must never stop the server
-            log.exception("connection %s failed", ch.peer)
-            if not ch.closed:
-                await ch.close("internal error")
+            log.exception("connection %s: the handler failed", ch.peer)
+            reason = "the server failed while handling this connection"
+        await ch.close(reason)
 
     def on_channel(ch: Channel) -> None:
         task = asyncio.get_running_loop().create_task(run(ch))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def factory(*args: Any, **kwargs: Any) -> _Protocol:
-        return _Protocol(*args, on_channel=on_channel, **kwargs)
+    def factory(quic: QuicConnection, stream_handler: QuicStreamHandler | None = None) -> Any:
+        return _Protocol(quic, stream_handler, on_channel=on_channel)
 
-    quic = await quic_serve(host, port, configuration=config, create_protocol=factory)
+    try:
+        quic = await quic_serve(host, port, configuration=config, create_protocol=factory)
+    except OSError as e:
+        raise TransportError(f"cannot listen on UDP {host}:{port}: {e}") from e
     return Server(quic, tasks)
 
 
@@ -209,9 +421,21 @@ async def connect(
     *,
     idle_timeout: float = 60.0,
     keepalive: float | None = 10.0,
-    timeout: float = 15.0,
+    handshake_timeout: float = 10.0,
 ) -> Channel:
-    """Connect, verify the server, and open the connection's byte stream."""
+    """Connect to host:port, verify the server as tls says, and open the byte stream.
+
+    Each address host resolves to is tried in turn while the previous one refuses.
+    Raises TransportError when the handshake fails, the certificate does not
+    match, nothing answers within handshake_timeout, or the connection is refused.
+    """
+    for name, value in (("idle_timeout", idle_timeout), ("handshake_timeout", handshake_timeout)):
+        if not value > 0:
+            raise ConfigError(f"{name} must be > 0 seconds, got {value}")
+    if keepalive is not None and not 0 < keepalive < idle_timeout:
+        raise ConfigError(
+            f"keepalive must be between 0 and idle_timeout ({idle_timeout} s), got {keepalive}"
+        )
     config = QuicConfiguration(
         is_client=True,
         alpn_protocols=[ALPN],
@@ -219,88 +443,61 @@ async def connect(
         server_name=tls.server_name,
     )
     if tls.cafile is not None:
-        try:
-            config.load_verify_locations(cafile=tls.cafile)
-        except (OSError, ssl.SSLError) as e:
-            raise ConfigError(f"cannot load the CA file {tls.cafile}: {e}") from e
+        load_certificates(tls.cafile)  # a clear error now rather than a TLS alert later
+        config.load_verify_locations(cafile=tls.cafile)
     else:
-        config.verify_mode = ssl.CERT_NONE  # the pin is checked below, before any data
-    cm = quic_connect(
-        host, port, configuration=config, create_protocol=_Protocol, wait_connected=True
-    )
+        config.verify_mode = ssl.CERT_NONE  # the pin is checked when the handshake completes
+    loop = asyncio.get_running_loop()
     try:
-        protocol = cast(_Protocol, await asyncio.wait_for(cm.__aenter__(), timeout))
-    except TimeoutError as e:
-        raise TransportError(f"no QUIC handshake with {host}:{port} within {timeout:.0f} s") from e
-    except ConnectionError as e:
-        raise TransportError(f"cannot reach {host}:{port}: {e}") from e
-    if tls.pin_sha256 is not None:
-        got = _peer_fingerprint(protocol)
-        if got != tls.pin_sha256.lower().replace(":", ""):
-            await cm.__aexit__(None, None, None)
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError as e:
+        raise TransportError(f"cannot resolve {host}: {e}") from e
+    unreachable: TransportError | None = None
+    for family, _, proto, _, addr in infos:
+        try:
+            protocol = await _handshake(
+                config, tls, family, proto, addr, keepalive, handshake_timeout
+            )
+        except _Unreachable as e:
+            unreachable = e
+            continue
+        except TimeoutError as e:
             raise TransportError(
-                f"the server's certificate has SHA-256 {got}, not the pinned {tls.pin_sha256}"
-            )
-    channel = protocol.open_channel()
-    if keepalive:
-        channel._keepalive = asyncio.get_running_loop().create_task(
-            _keepalive(protocol, channel, keepalive)
-        )
-    channel._client = cm
-    return channel
+                f"timed out: no QUIC handshake with {host}:{port} within "
+                f"{handshake_timeout:g} s (is the cloud running and UDP port {port} reachable?)"
+            ) from e
+        protocol.channel = Channel(protocol, protocol._quic.get_next_available_stream_id())
+        return protocol.channel
+    assert unreachable is not None  # getaddrinfo returns at least one address or raises
+    raise unreachable
 
 
-async def _keepalive(protocol: _Protocol, channel: Channel, every: float) -> None:
-    while not channel.closed:
-        await asyncio.sleep(every)
-        if not channel.closed:
-            await protocol.ping()  # a PING frame keeps an idle connection alive
-
-
-def _peer_fingerprint(protocol: _Protocol) -> str:
-    cert = protocol._quic.tls._peer_certificate
-    if cert is None:
-        raise TransportError("the server presented no certificate")
-    return cast(x509.Certificate, cert).fingerprint(hashes.SHA256()).hex()
-
-
-def cert_fingerprint(cert_path: str | Path) -> str:
-    """Hex SHA-256 of a PEM certificate's DER bytes (what --pin takes)."""
-    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
-    return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def generate_self_signed(
-    cert_path: str | Path, key_path: str | Path, host: str = "localhost", days: int = 365
-) -> str:
-    """A self-signed EC P-256 certificate for host; returns its fingerprint."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+async def _handshake(
+    config: QuicConfiguration,
+    tls: ClientTLS,
+    family: int,
+    proto: int,
+    addr: Any,
+    keepalive: float | None,
+    handshake_timeout: float,
+) -> _Protocol:
+    """One handshake attempt on a connected UDP socket (so a refusal is reported)."""
+    peer = _format_address(addr)
+    sock = socket.socket(family, socket.SOCK_DGRAM, proto)
     try:
-        san: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        san = x509.DNSName(host)
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([san]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    Path(cert_path).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
+        sock.setblocking(False)
+        sock.connect(addr)
+        quic = QuicConnection(configuration=config)
+        _, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Protocol(quic, verify=tls, keepalive=keepalive, peer=peer), sock=sock
         )
-    return cert.fingerprint(hashes.SHA256()).hex()
+    except OSError as e:
+        sock.close()
+        raise _Unreachable(f"cannot reach {peer}: {e}") from e
+    protocol.connect(addr)
+    try:
+        await asyncio.wait_for(protocol.ready, handshake_timeout)
+    except BaseException:
+        protocol.abandon()
+        raise
+    return protocol
