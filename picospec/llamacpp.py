@@ -59,9 +59,9 @@ class LlamaWeights:
         if not path.is_file():
             raise ConfigError(f"model file not found: {path}")
         _init_backend(lib)
-        self._model = lib.llama_model_load_from_file(
-            str(path).encode(), lib.llama_model_default_params()
-        )
+        mparams = lib.llama_model_default_params()
+        mparams.use_extra_bufts = not _has_amx(lib)
+        self._model = lib.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
             raise ModelError(f"llama.cpp could not load {path} (not a GGUF model?)")
         self._vocab = lib.llama_model_get_vocab(self._model)
@@ -236,6 +236,15 @@ def _init_backend(lib: Any) -> None:
     """Initialise llama.cpp once per process and silence its logging."""
     lib.llama_backend_init()
     lib.llama_log_set(_SILENT, ctypes.c_void_p(0))
+
+
+@functools.cache
+def _has_amx(lib: Any) -> bool:
+    """True when llama.cpp was built with its AMX kernels (a -march=native build on
+    a Sapphire Rapids class CPU). Their extra weight buffers crash the first decode
+    on the virtualised CPUs we run on (llama.cpp issue 20824), so models load
+    without extra buffer types there; elsewhere weight repacking stays on."""
+    return b"AMX_INT8 = 1" in (lib.llama_print_system_info() or b"")
 
 
 @ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
