@@ -28,23 +28,25 @@ def header_cdef(text: str) -> str:
     return found.group(1)
 
 
-def kernel_sources(base: Path) -> list[str]:
-    """The kernels' C sources, relative to base (setuptools wants the repository root)."""
-    sources = sorted(os.path.relpath(p, base) for p in KERNELS.glob("*.c"))
+def kernel_sources(base: Path | None) -> list[str]:
+    """The kernels' C sources, relative to base (setuptools wants the repository
+    root), or absolute paths when base is None."""
+    found = KERNELS.glob("*.c")
+    sources = sorted(str(p) if base is None else os.path.relpath(p, base) for p in found)
     if not sources:
         raise RuntimeError(f"no C sources in {KERNELS}")
     return sources
 
 
-def make_builder(base: Path) -> FFI:
-    """The cffi builder, with source paths relative to the directory base."""
+def make_builder(base: Path | None) -> FFI:
+    """The cffi builder, with source paths relative to base (absolute if None)."""
     ffi = FFI()
     ffi.cdef(header_cdef(HEADER.read_text()))
     ffi.set_source(
         "picospec.codec._kernels",
         '#include "picospec_kernels.h"',
         sources=kernel_sources(base),
-        include_dirs=[os.path.relpath(KERNELS, base)],
+        include_dirs=[str(KERNELS) if base is None else os.path.relpath(KERNELS, base)],
         extra_compile_args=CFLAGS,
         libraries=["m"],
     )
@@ -55,7 +57,7 @@ ffibuilder = make_builder(ROOT)
 
 if __name__ == "__main__":
     tmpdir = ROOT / "build" / "cffi"
-    built = Path(make_builder(tmpdir).compile(tmpdir=str(tmpdir)))
+    built = Path(make_builder(None).compile(tmpdir=str(tmpdir)))
     target = ROOT / "codec" / built.name
     built.replace(target)
     print(f"built {target.relative_to(ROOT)}")

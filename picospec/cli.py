@@ -103,26 +103,31 @@ def _cmd_link(args: argparse.Namespace) -> int:
         jitter_ms=args.jitter_ms,
         rate_mbit=args.rate_mbit,
         loss=args.loss,
+        burst_bytes=args.burst_bytes,
+        queue_bytes=args.queue_bytes,
         seed=args.seed,
     )
+    listen, upstream = host_port(args.listen), host_port(args.upstream)
 
     async def run() -> None:
-        async with LinkRelay(
-            listen=host_port(args.listen), upstream=host_port(args.upstream), up=cfg, down=cfg
-        ) as relay:
-            print(
-                f"picospec link: {relay.address[0]}:{relay.address[1]} -> {args.upstream}, "
-                f"{cfg.delay_ms} ms each way, RTT {2 * cfg.delay_ms} ms",
-                flush=True,
-            )
+        async with LinkRelay(listen=listen, upstream=upstream, up=cfg, down=cfg) as relay:
             stop = asyncio.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            rate = f"{cfg.rate_mbit:g} Mbit/s" if cfg.rate_mbit else "unlimited rate"
+            print(
+                f"picospec link: {relay.address[0]}:{relay.address[1]} -> "
+                f"{upstream[0]}:{upstream[1]}, {cfg.delay_ms:g} ms each way "
+                f"(RTT {2 * cfg.delay_ms:g} ms), jitter {cfg.jitter_ms:g} ms, {rate}, "
+                f"loss {cfg.loss:g}",
+                flush=True,
+            )
             await stop.wait()
             for name, d in (("up", relay.up), ("down", relay.down)):
                 print(
-                    f"{name}: {d.packets} packets, {d.delivered} delivered, {d.lost} lost, "
-                    f"{d.overflowed} queue drops"
+                    f"{name}: {d.packets} packets ({d.bytes} bytes), {d.delivered} delivered, "
+                    f"{d.lost} lost, {d.queue_drops} queue drops",
+                    flush=True,
                 )
 
     asyncio.run(run())
@@ -144,14 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--pair", default="smollm2", help="model pair (smollm2 or gemma3)")
     demo.add_argument("--max-tokens", type=int, default=96, help="tokens per generation")
     demo.set_defaults(func=_cmd_demo)
+    from picospec.linkmodel import LinkConfig  # for its defaults; imports nothing heavy
+
     link = sub.add_parser("link", help="a user-space UDP link emulator (delay, rate, loss)")
     link.add_argument("--listen", required=True, help="HOST:PORT the edge connects to")
     link.add_argument("--upstream", required=True, help="HOST:PORT of the cloud")
     link.add_argument("--delay-ms", type=float, default=25.0, help="one-way delay, each direction")
-    link.add_argument("--jitter-ms", type=float, default=0.0)
+    link.add_argument("--jitter-ms", type=float, default=0.0, help="uniform extra delay, 0..J")
     link.add_argument("--rate-mbit", type=float, default=0.0, help="0 = unlimited")
     link.add_argument("--loss", type=float, default=0.0, help="drop probability per packet")
-    link.add_argument("--seed", type=int, default=0)
+    link.add_argument(
+        "--burst-bytes", type=int, default=LinkConfig.burst_bytes, help="token bucket size"
+    )
+    link.add_argument(
+        "--queue-bytes", type=int, default=LinkConfig.queue_bytes, help="queue before tail drop"
+    )
+    link.add_argument("--seed", type=int, default=0, help="seed of the jitter and loss draws")
     link.set_defaults(func=_cmd_link)
     edge_cli.register(sub)
     cloud_cli.register(sub)
