@@ -10,6 +10,7 @@ and is closed; the server keeps serving everyone else.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +37,7 @@ class VerifierService:
         self.max_depth = max_depth
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="picospec-model")
         self.connections = 0
+        self._backend_ids = itertools.count(1)  # one id space for every connection
 
     async def serve(
         self, host: str, port: int, tls: ServerTLS, *, idle_timeout: float = 60.0
@@ -47,7 +49,11 @@ class VerifierService:
         self.connections += 1
         loop = asyncio.get_running_loop()
         session = CloudSession(
-            self.backend, token=self.token, server_name=self.name, max_depth=self.max_depth
+            self.backend,
+            token=self.token,
+            server_name=self.name,
+            max_depth=self.max_depth,
+            backend_ids=self._backend_ids,
         )
         parser = FrameParser()
         inbox: list[Message] = []

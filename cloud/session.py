@@ -17,7 +17,9 @@ token (fast verify), so the next block's first position needs no recomputation.
 from __future__ import annotations
 
 import hmac
+import itertools
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from picospec.codec.errors import PicospecError
@@ -41,10 +43,15 @@ from picospec.codec.sparse import Q_ONE
 from .backend import Backend
 from .target import TargetSequence
 
+_PROCESS_IDS = itertools.count(1)
+"""Backend session ids for sessions built without an allocator of their own."""
+
 
 @dataclass
 class _Generation:
     seq: TargetSequence
+    backend_id: int
+    """The backend's session id: unique over every connection sharing the backend."""
     max_new: int
     prompt: tuple[int, ...]
     cloud_only: bool
@@ -66,8 +73,14 @@ class CloudSession:
         server_name: str = "picospec",
         max_depth: int = 8,
         max_generations: int = 4,
+        backend_ids: Iterator[int] | None = None,
     ) -> None:
+        """backend_ids: where backend session ids come from. Edges number their own
+        generations, so two connections may both say "session 1"; the backend sees
+        ids from this iterator instead (share one per backend; default: a counter
+        shared by the whole process)."""
         self.backend = backend
+        self._backend_ids = _PROCESS_IDS if backend_ids is None else backend_ids
         self.token = token
         self.server_name = server_name
         self.max_depth = max_depth
@@ -133,15 +146,18 @@ class CloudSession:
             return [
                 self._error(msg, ErrorCode.PROTOCOL, "a prompt token is outside the vocabulary")
             ]
+        backend_id = next(self._backend_ids)
         try:
-            self.backend.open(msg.session)
+            self.backend.open(backend_id)
         except PicospecError as e:
             return [self._error(msg, ErrorCode.BUSY, str(e))]
         params: SamplingParams = self.hello.params
         seq = TargetSequence(
-            self.backend, msg.session, params, self.hello.scheme, msg.seed, k=self.hello.k
+            self.backend, backend_id, params, self.hello.scheme, msg.seed, k=self.hello.k
         )
-        self._gens[msg.session] = _Generation(seq, msg.max_new_tokens, msg.prompt, msg.cloud_only)
+        self._gens[msg.session] = _Generation(
+            seq, backend_id, msg.max_new_tokens, msg.prompt, msg.cloud_only
+        )
         self._ready.append(msg.session)
         return []
 
@@ -260,8 +276,9 @@ class CloudSession:
         )
 
     def _end(self, sid: int) -> None:
-        if self._gens.pop(sid, None) is not None:
-            self.backend.close(sid)
+        gen = self._gens.pop(sid, None)
+        if gen is not None:
+            self.backend.close(gen.backend_id)
 
     def close(self) -> None:
         """Free every generation (the connection is gone)."""

@@ -239,3 +239,34 @@ def test_early_send_only_when_the_cloud_would_idle_and_drafting_is_slow():
     assert not session(early=False).send_early(1, drafting_s=0.08)
     s.block([DraftToken(4, None)], now=0.1)
     assert not s.send_early(1, drafting_s=0.08)  # a block is in flight: the cloud is busy
+
+
+def test_two_connections_may_both_number_their_generation_one():
+    """Edges number their own generations; the backend must keep them apart."""
+    backend = MarkovBackend()
+    params = SamplingParams(temperature=0.0)
+    hello = Hello(
+        session=0,
+        epoch=0,
+        start=0,
+        vocab_fingerprint=backend.fingerprint(),
+        params=params,
+        scheme=Scheme.GREEDY,
+        k=4,
+        auth_token=b"tok",
+    )
+    ids = iter(range(100, 200))
+    clouds = [CloudSession(backend, token=b"tok", backend_ids=ids) for _ in range(2)]
+    edges = [
+        EdgeSession(1, (0, 1), seed=0, max_new=4, scheme=Scheme.GREEDY, is_end=lambda t: False)
+        for _ in range(2)
+    ]
+    for cloud, edge in zip(clouds, edges, strict=True):
+        cloud.receive(hello)
+        assert cloud.receive(edge.start_message()) == []
+    assert sorted(backend.kv) == [100, 101]
+    firsts = [cloud.step() for cloud in clouds]
+    assert [type(m).__name__ for out in firsts for m in out] == ["Verdict", "Verdict"]
+    assert firsts[0][0].session == firsts[1][0].session == 1
+    clouds[0].close()
+    assert sorted(backend.kv) == [101]  # closing one connection frees only its generation
