@@ -9,7 +9,6 @@ a fully accepted block is verified from the next block, never from a bonus
 token, except at the very end; ``sync`` is stop-and-wait (depth 1, a bonus on
 every block). Block boundaries therefore depend only on earlier outcomes, never
 on timing, and neither does any token. ``cloud-only`` drafts nothing: the cloud
-decodes alone and the session only commits what it streams. ``cloud-only`` drafts nothing: the cloud
 decodes alone and the session only commits what it streams.
 
 No sockets, no clock, no model: the driver feeds messages and ``now``, drafts
@@ -43,7 +42,8 @@ class Committed:
 
 @dataclass(frozen=True)
 class Resume:
-    """The drafter must hold exactly ``context`` (roll back, push the decided token)."""
+    """The drafter must hold exactly its first ``position`` tokens, then ``token``
+    (roll back, push the decided token: a correction, or a bonus it never drafted)."""
 
     position: int
     token: int
@@ -236,13 +236,16 @@ class EdgeSession:
         self.stats.emitted += len(tokens) + (token is not None)
         self.stats.blocks.append((a, n))
         events = self.commit(tokens + ([] if token is None else [token]))
-        if a < n:
+        if a < n or (token is not None and self._inflight):
+            # a rejection, or a bonus under blocks drafted without it: their tail is void
             self.epoch += 1
             self.stats.rollbacks += 1
             self.stats.discarded += (n - a) + sum(len(b.drafts) for b in self._inflight)
             self._inflight.clear()
-            if not self.done:
-                events.append(Resume(block.start + a, token))  # type: ignore[arg-type]
+        if token is not None and not self.done:
+            # the drafter holds the block's drafts; it must hold the decided token too
+            # (after a bonus as after a correction), or its next block starts one short
+            events.append(Resume(block.start + a, token))
         return events
 
     def connection_lost(self, why: str) -> list[Event]:

@@ -139,6 +139,17 @@ def test_all_blocks_accepted_with_depth_three():
     assert isinstance(events[-1], Finished)
 
 
+def test_sync_drafts_after_the_bonus_token():
+    """Stop-and-wait with a perfect drafter: every block is accepted whole, because
+    the drafter is handed each bonus token before it drafts the next block."""
+    edge, _, events = run(Scheme.GREEDY, 0.0, mode="sync", gamma=3, max_new=20)
+    assert edge.generated == greedy_target_tokens(20)
+    assert edge.stats.blocks == [(3, 3)] * 5  # 5 blocks of 3 drafts + 5 bonus tokens
+    assert edge.stats.rollbacks == 0
+    bonus_positions = [e.position for e in events if isinstance(e, Resume)]
+    assert bonus_positions == [2 + 1 + 3, 2 + 1 + 7, 2 + 1 + 11, 2 + 1 + 15]
+
+
 def test_reject_at_first_position_resumes_from_the_correction():
     wrong = np.roll(MarkovBackend().table, 1, axis=1)  # the drafter's argmax is never right
     edge, _, events = run(Scheme.GREEDY, 0.0, depth=2, max_new=6, drafter_table=wrong)
