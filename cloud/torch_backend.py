@@ -1,0 +1,599 @@
+"""The torch/transformers verifier backend: a Hugging Face causal LM serving sessions.
+
+Owns: running a transformers causal language model (on a GPU when there is one)
+behind the ``Backend`` interface, and describing its vocabulary the way
+llama.cpp does, so that a llama.cpp drafter and this verifier agree on the
+fingerprint. It is the only module that imports torch, transformers and gguf,
+always lazily: importing it needs none of them, and building a backend without
+them raises a ``ConfigError`` that names the extra to install.
+
+KV cache: one transformers ``DynamicCache`` per session, created without the
+model's config, so every layer keeps its whole past (a sliding-window layer
+too). Rollback is then ``crop`` to any earlier position, exact, and sessions
+share nothing but the weights. A ``StaticCache`` would make CUDA graphs and
+``torch.compile`` possible, but it reserves max-context KV per session up front
+and its rollback relies on masking stale slots; the dynamic cache's cost, one
+concatenation per layer and forward (O(context) copies), is small next to
+reading the weights at the context lengths a verifier sees. Neither
+``torch.compile`` nor CUDA graphs are offered: nothing here shows that they pay.
+
+Distributions: ``forward`` must return host float32 logits (the interface's
+contract), but it keeps the device copy of the rows it returned last; when
+``distributions`` is given that very array, the sampling transform runs on the
+device (cloud/torch_sampling.py) and only the support of p comes back. The
+float32 rows still cross once (the interface returns them); what stays on the
+device is the float64 transform over the whole vocabulary. That is the default
+on CUDA; on the CPU the shared host transform is used unless
+``device_transform=True``.
+
+Batching several sessions' verify passes into one forward is not implemented:
+every forward serves one session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import platform
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from picospec.codec.errors import ConfigError, PicospecError
+from picospec.codec.sampling import SamplingParams
+from picospec.codec.vocab import SPECIALS, VocabFingerprint, fingerprint
+
+from .backend import Backend
+
+EXTRA = "pip install -e .[torch]"
+
+# llama_token_attr bits (llama.h) and the GGUF token types they come from
+ATTR_UNKNOWN = 1 << 0
+ATTR_UNUSED = 1 << 1
+ATTR_NORMAL = 1 << 2
+ATTR_CONTROL = 1 << 3
+ATTR_USER_DEFINED = 1 << 4
+ATTR_BYTE = 1 << 5
+_TYPE_ATTR = {0: 0, 1: ATTR_NORMAL, 2: ATTR_UNKNOWN, 3: ATTR_CONTROL}
+_TYPE_ATTR |= {4: ATTR_USER_DEFINED, 5: ATTR_UNUSED, 6: ATTR_BYTE}
+
+# Token texts llama.cpp recognises when the GGUF does not name the token (llama-vocab.cpp)
+_EOT_TEXTS = (
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "<end_of_utterance>",
+)
+_EOG_TEXTS = (*_EOT_TEXTS, "<|eom_id|>", "<|return|>", "<|call|>", "[EOS]", "</s>", "<eos>")
+_FIM_EOG_TEXTS = (  # FIM pad, repository and file-separator tokens also end a generation
+    ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
+    ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
+    ("<|file_sep|>",),
+)
+_FIM_OTHER_TEXTS = (
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<PRE>",
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<SUF>",
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<MID>",
+)
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+class TorchBackendError(PicospecError):
+    """The model failed while evaluating a forward (out of memory, a device error)."""
+
+
+def _libraries() -> tuple[Any, Any]:
+    """torch and transformers, or a ConfigError that says how to install them."""
+    try:
+        import torch
+        import transformers
+    except ImportError as e:
+        raise ConfigError(
+            f"the torch verifier backend needs torch and transformers ({e}); "
+            f"install them with `{EXTRA}`"
+        ) from e
+    return torch, transformers
+
+
+# --- the vocabulary ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VocabInfo:
+    """A vocabulary as llama.cpp describes it: each id's text and attribute bits,
+    the special ids, and the ids that end a generation."""
+
+    texts: tuple[bytes, ...]
+    attrs: tuple[int, ...]
+    """llama_token_attr bits of each id."""
+    specials: Mapping[str, int]
+    """bos, eos, eot, pad (-1 where the vocabulary has none)."""
+    end_ids: frozenset[int]
+
+    @property
+    def size(self) -> int:
+        return len(self.texts)
+
+    def fingerprint(self) -> VocabFingerprint:
+        return fingerprint(zip(self.texts, self.attrs, strict=True), dict(self.specials))
+
+    def with_specials(self, **ids: int) -> VocabInfo:
+        """The same vocabulary with some special ids set by hand (e.g. the EOT id a
+        llama.cpp peer guessed differently; see ``_text_rules``)."""
+        unknown = set(ids) - set(SPECIALS)
+        if unknown:
+            raise ConfigError(f"unknown special token name(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, specials={**self.specials, **ids})
+
+    @classmethod
+    def from_gguf(cls, path: str | Path) -> VocabInfo:
+        """The vocabulary stored in a GGUF file, read as llama.cpp reads it."""
+        reader = _gguf_reader(Path(path))
+        fields = reader.fields
+        if "tokenizer.ggml.tokens" not in fields:
+            raise ConfigError(f"{path} has no tokenizer.ggml.tokens: not a language model GGUF?")
+        tokens = fields["tokenizer.ggml.tokens"]
+        texts = [bytes(tokens.parts[i]) for i in tokens.data]
+        if "tokenizer.ggml.token_type" in fields:
+            types = fields["tokenizer.ggml.token_type"]
+            attrs = [_TYPE_ATTR.get(int(types.parts[i][0]), 0) for i in types.data]
+        else:
+            attrs = [ATTR_NORMAL] * len(texts)
+        specials = {}
+        for name, key in (("bos", "bos"), ("eos", "eos"), ("eot", "eot"), ("pad", "padding")):
+            field = fields.get(f"tokenizer.ggml.{key}_token_id")
+            if field is not None and 0 <= int(field.parts[field.data[0]][0]) < len(texts):
+                specials[name] = int(field.parts[field.data[0]][0])
+        return _text_rules(texts, attrs, specials)
+
+    @classmethod
+    def from_tokenizer(
+        cls, tokenizer: Any, vocab_size: int, *, eos_ids: Iterable[int] = ()
+    ) -> VocabInfo:
+        """The vocabulary of a Hugging Face tokenizer over vocab_size model ids, with
+        the texts and token types llama.cpp's converter (convert_hf_to_gguf.py) would
+        write: added special tokens are control tokens, other added tokens are
+        user-defined, ids past the tokenizer are unused "[PAD<id>]" entries."""
+        added = dict(tokenizer.added_tokens_decoder)
+        pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+        spm = any(p is not None and p.startswith("\u2581") for p in pieces[:4096])
+        texts, attrs = [], []
+        for i, piece in enumerate(pieces):
+            text, attr = _converted_entry(i, piece, added.get(i), tokenizer.unk_token_id, spm)
+            texts.append(text.encode())
+            attrs.append(attr)
+        specials = {
+            name: int(v)
+            for name, v in (
+                ("bos", tokenizer.bos_token_id),
+                ("eos", tokenizer.eos_token_id),
+                ("pad", tokenizer.pad_token_id),
+            )
+            if v is not None and 0 <= int(v) < vocab_size
+        }
+        info = _text_rules(texts, attrs, specials)
+        extra = {int(t) for t in eos_ids if 0 <= int(t) < vocab_size}
+        return dataclasses.replace(info, end_ids=info.end_ids | extra)
+
+    @classmethod
+    def numbered(cls, size: int, *, end_ids: Iterable[int] = ()) -> VocabInfo:
+        """A placeholder vocabulary for models with no tokenizer (random weights):
+        id i is the text "<i>"."""
+        if size < 1:
+            raise ConfigError(f"a vocabulary needs at least one token, got {size}")
+        texts = tuple(f"<{i}>".encode() for i in range(size))
+        return cls(texts, (ATTR_NORMAL,) * size, {}, frozenset(int(t) for t in end_ids))
+
+
+def _looks_special(text: str) -> bool:
+    """convert_hf_to_gguf.py's does_token_look_special."""
+    return (
+        text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+        or (text.startswith("<|") and text.endswith("|>"))
+        or (text.startswith("<\uff5c") and text.endswith("\uff5c>"))
+        or (text.startswith("<unused") and text.endswith(">"))
+    )
+
+
+def _converted_entry(
+    i: int, piece: str | None, added: Any, unk: int | None, spm: bool
+) -> tuple[str, int]:
+    """(text, attribute bits) of one id as the GGUF converter writes it."""
+    if piece is None:
+        return f"[PAD{i}]", ATTR_UNUSED
+    if added is not None:
+        if getattr(added, "special", False) or _looks_special(piece):
+            return piece, ATTR_CONTROL
+        return piece.replace("\u2581", " "), ATTR_USER_DEFINED
+    if spm and _BYTE_TOKEN.fullmatch(piece):
+        return piece, ATTR_BYTE
+    if spm and i == unk:
+        return piece, ATTR_UNKNOWN
+    return piece, ATTR_NORMAL
+
+
+def _text_rules(texts: list[bytes], attrs: list[int], specials: dict[str, int]) -> VocabInfo:
+    """Apply llama.cpp's text-based rules (llama-vocab.cpp) to a loaded vocabulary.
+
+    llama.cpp finds the EOT token by its text when the file does not name it. It
+    scans a hash map, so when several candidates exist (SmolLM2 has both
+    "<|im_end|>" and "<|endoftext|>") which one it takes depends on the standard
+    library's hash order; here the lowest id is taken, which is llama.cpp's choice
+    for SmolLM2 (id 0). Where a peer chose otherwise, the fingerprints differ in
+    "eot token id" and ``VocabInfo.with_specials(eot=...)`` aligns them.
+    Control-looking tokens get the control bit and control tokens whose text
+    contains "unused" the unused bit, as llama.cpp does; the end-of-generation set
+    is EOS, EOT, the end-looking texts and the FIM pad/repo/separator tokens.
+    """
+    attrs = list(attrs)
+    ids: dict[bytes, list[int]] = {}
+    for i, t in enumerate(texts):
+        ids.setdefault(t, []).append(i)
+
+    def find(candidates: Sequence[str]) -> list[int]:
+        return sorted(i for c in candidates for i in ids.get(c.encode(), []))
+
+    if "eot" not in specials and (eot := find(_EOT_TEXTS)):
+        specials["eot"] = eot[0]
+    ends = set(find(_EOG_TEXTS))
+    for group in _FIM_EOG_TEXTS:
+        if found := find(group):
+            ends.add(found[0])
+    for i in ends | set(find(_FIM_OTHER_TEXTS)):
+        attrs[i] |= ATTR_CONTROL
+    for i, t in enumerate(texts):
+        if attrs[i] & ATTR_CONTROL and b"unused" in t:
+            attrs[i] |= ATTR_UNUSED
+    ends |= {specials[k] for k in ("eos", "eot") if k in specials}
+    full = {name: specials.get(name, -1) for name in SPECIALS}
+    return VocabInfo(tuple(texts), tuple(attrs), full, frozenset(ends))
+
+
+def _gguf_reader(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"model file not found: {path}")
+    try:
+        import gguf
+    except ImportError as e:
+        raise ConfigError(
+            f"reading a GGUF needs the gguf package; install it with `{EXTRA}`"
+        ) from e
+    try:
+        return gguf.GGUFReader(str(path))
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"{path} is not a readable GGUF file: {e}") from None
+
+
+# --- the backend ---------------------------------------------------------------------
+
+
+@dataclass
+class _Session:
+    cache: Any
+    length: int = 0
+    """Positions held in the KV cache."""
+
+
+DTYPES = ("bf16", "fp16", "fp32")
+
+
+class TorchBackend(Backend):
+    """A transformers causal LM with one KV cache per session (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: Any,
+        vocab: VocabInfo,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_sessions: int = 16,
+        max_context: int | None = None,
+        device_transform: bool | None = None,
+        threads: int | None = None,
+        name: str = "torch",
+    ) -> None:
+        """model: a transformers causal LM (``model(input_ids=..., position_ids=...,
+        cache=..., use_cache=True)`` returning ``.logits``); device: "cuda" when
+        available, else "cpu"; dtype: "bf16" on CUDA, "fp32" on the CPU;
+        max_context: positions per session (default: the model's
+        max_position_embeddings); device_transform: run the sampling transform on
+        the device (default: on CUDA only); threads: CPU threads for torch's
+        operators (process-wide, ``torch.set_num_threads``; default: torch's own)."""
+        torch, _ = _libraries()
+        self._torch = torch
+        if threads is not None:
+            if threads < 1:
+                raise ConfigError(f"threads must be >= 1, got {threads}")
+            torch.set_num_threads(threads)
+        self.device = _resolve_device(torch, device)
+        self.dtype_name = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
+        self.dtype = _torch_dtype(torch, self.dtype_name)
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.vocab_size = _output_width(model)
+        if vocab.size != self.vocab_size:
+            raise ConfigError(
+                f"the vocabulary has {vocab.size} tokens but the model outputs {self.vocab_size}"
+            )
+        self.vocab = vocab
+        self._fingerprint = vocab.fingerprint()
+        self.name = name
+        config = getattr(model, "config", None)
+        self.max_context = int(
+            max_context or getattr(config, "max_position_embeddings", None) or 4096
+        )
+        self.max_sessions = max_sessions
+        self.device_transform = (
+            self.device.type == "cuda" if device_transform is None else device_transform
+        )
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._keep_arg = "logits_to_keep" in params
+        self._sessions: dict[int, _Session] = {}
+        self._last: tuple[np.ndarray, Any] | None = None  # (host rows, their device copy)
+
+    # --- constructors ----------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **options: Any) -> TorchBackend:
+        """A Hugging Face model directory (config.json, safetensors, tokenizer)."""
+        torch, transformers = _libraries()
+        path = Path(path)
+        if not path.is_dir():
+            raise ConfigError(f"not a model directory: {path}")
+        dtype = _torch_dtype(torch, _default_dtype(torch, options))
+        try:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, local_files_only=True
+            )
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"could not load a causal LM from {path}: {e}") from None
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        vocab = VocabInfo.from_tokenizer(tokenizer, _output_width(model), eos_ids=eos_ids)
+        options.setdefault("name", f"torch:{path.name}")
+        return cls(model, vocab, **options)
+
+    @classmethod
+    def from_gguf(cls, path: str | Path, **options: Any) -> TorchBackend:
+        """A GGUF file, dequantised by transformers' GGUF reader into a torch model
+        (the weights are then those llama.cpp would compute with, before its own
+        quantised arithmetic)."""
+        torch, transformers = _libraries()
+        path = Path(path)
+        vocab = VocabInfo.from_gguf(path)
+        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+        dtype = _torch_dtype(torch, _default_dtype(torch, options))
+        try:
+            config = transformers.AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+            model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+            state = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"transformers could not load {path}: {e}") from None
+        _load_weights(model, state["tensors"], str(path))
+        options.setdefault("name", f"torch:{path.name}")
+        return cls(model, vocab, **options)
+
+    @classmethod
+    def random_llama(
+        cls,
+        *,
+        vocab_size: int,
+        hidden: int,
+        layers: int,
+        heads: int,
+        kv_heads: int,
+        intermediate: int,
+        seed: int = 0,
+        max_context: int = 4096,
+        **options: Any,
+    ) -> TorchBackend:
+        """A randomly initialised Llama of the given shape, built on the backend's
+        device in its dtype (for timing and tests: no trained weights needed).
+        Seeds torch's global generator."""
+        torch, transformers = _libraries()
+        device = _resolve_device(torch, options.get("device"))
+        options["device"] = str(device)
+        dtype = _torch_dtype(torch, _default_dtype(torch, options))
+        config = transformers.LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=kv_heads,
+            intermediate_size=intermediate,
+            max_position_embeddings=max_context,
+            tie_word_embeddings=False,
+        )
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
+        shape = f"h{hidden} L{layers} heads {heads}/{kv_heads} ff{intermediate} V{vocab_size}"
+        options.setdefault("name", f"torch:random-llama {shape}")
+        return cls(model, VocabInfo.numbered(vocab_size), **options)
+
+    # --- the Backend interface ---------------------------------------------------------
+
+    def fingerprint(self) -> VocabFingerprint:
+        return self._fingerprint
+
+    def is_end(self, token: int) -> bool:
+        return token in self.vocab.end_ids
+
+    def open(self, session: int) -> None:
+        if session in self._sessions:
+            raise ConfigError(f"session {session} is already open")
+        if len(self._sessions) >= self.max_sessions:
+            raise ConfigError(f"the backend serves at most {self.max_sessions} sessions at once")
+        self._sessions[session] = _Session(self._new_cache())
+
+    def close(self, session: int) -> None:
+        self._sessions.pop(session, None)
+
+    def forward(
+        self, session: int, start: int, tokens: list[int], n_out: int | None = None
+    ) -> np.ndarray:
+        s = self._session(session)
+        n_out = len(tokens) if n_out is None else n_out
+        self._check_forward(session, s, start, tokens, n_out)
+        torch = self._torch
+        kwargs: dict[str, Any] = {self._cache_arg: s.cache, "use_cache": True}
+        if self._keep_arg:
+            kwargs["logits_to_keep"] = n_out
+        with torch.inference_mode():
+            ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
+            positions = torch.arange(start, start + len(tokens), device=self.device)[None, :]
+            try:
+                out = self.model(input_ids=ids, position_ids=positions, **kwargs)
+            except RuntimeError as e:  # torch.cuda.OutOfMemoryError among them
+                _rewind(s.cache, start)
+                raise TorchBackendError(
+                    f"the forward of {len(tokens)} tokens at position {start} failed: {e}"
+                ) from None
+            rows = out.logits[0, -n_out:].float().contiguous()
+        s.length = start + len(tokens)
+        host = rows.cpu().numpy()
+        self._last = (host, rows)
+        return host
+
+    def truncate(self, session: int, position: int) -> None:
+        s = self._session(session)
+        if position < 0:
+            raise ConfigError(f"cannot truncate at a negative position ({position})")
+        if position >= s.length:
+            return
+        if position == 0:
+            s.cache = self._new_cache()
+        else:
+            s.cache.crop(position - s.length)  # a negative count: drop that many positions
+        s.length = position
+
+    def distributions(self, logits: np.ndarray, params: SamplingParams) -> np.ndarray:
+        if not self.device_transform:
+            return super().distributions(logits, params)
+        from . import torch_sampling
+
+        return torch_sampling.distributions(self._device_rows(logits), params)
+
+    # --- helpers -----------------------------------------------------------------------
+
+    @property
+    def device_name(self) -> str:
+        """The device in words (the GPU's name, or the CPU's)."""
+        if self.device.type == "cuda":
+            return str(self._torch.cuda.get_device_name(self.device))
+        return f"cpu ({platform.processor() or platform.machine()})"
+
+    def _new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def _session(self, session: int) -> _Session:
+        try:
+            return self._sessions[session]
+        except KeyError:
+            raise ConfigError(f"unknown session {session}") from None
+
+    def _check_forward(
+        self, session: int, s: _Session, start: int, tokens: list[int], n_out: int
+    ) -> None:
+        if not tokens:
+            raise ConfigError("a forward needs at least one token")
+        if not 1 <= n_out <= len(tokens):
+            raise ConfigError(f"n_out must be in 1..{len(tokens)}, got {n_out}")
+        if start != s.length:
+            raise ConfigError(
+                f"session {session} holds KV for {s.length} positions; "
+                f"a forward must start there, not at {start}"
+            )
+        if start + len(tokens) > self.max_context:
+            raise ConfigError(
+                f"context full: {start + len(tokens)} positions > max_context {self.max_context}"
+            )
+        bad = [t for t in tokens if not 0 <= t < self.vocab_size]
+        if bad:
+            raise ConfigError(f"token id(s) {bad[:4]} outside the vocabulary of {self.vocab_size}")
+
+    def _device_rows(self, logits: np.ndarray) -> Any:
+        """The device copy of rows the last forward returned, else an upload of them."""
+        if self._last is not None and self._last[0] is logits:
+            return self._last[1]
+        return self._torch.from_numpy(np.ascontiguousarray(logits)).to(self.device)
+
+
+def _resolve_device(torch: Any, device: str | None) -> Any:
+    """A torch.device: the one asked for, else CUDA when there is one, else the CPU."""
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        raise ConfigError(f"unknown device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} was asked for but torch sees no CUDA device")
+    return dev
+
+
+def _default_dtype(torch: Any, options: Mapping[str, Any]) -> str:
+    if options.get("dtype"):
+        return str(options["dtype"])
+    device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
+def _torch_dtype(torch: Any, name: str) -> Any:
+    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if name not in table:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return table[name]
+
+
+def _output_width(model: Any) -> int:
+    """The number of logits the model produces per position."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and hasattr(head, "weight"):
+        return int(head.weight.shape[0])
+    return int(model.config.vocab_size)
+
+
+def _load_weights(model: Any, state: dict[str, Any], where: str) -> None:
+    """Load a state dict; a missing key is accepted only when its tensor is tied to
+    a loaded one (the output head sharing the embedding)."""
+    result = model.load_state_dict(state, strict=False)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(params[k]) for k in state if k in params}
+    missing = [k for k in result.missing_keys if k not in params or id(params[k]) not in loaded]
+    if missing or result.unexpected_keys:
+        raise ConfigError(
+            f"{where}: the weights do not fit the model "
+            f"(missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})"
+        )
+
+
+def _rewind(cache: Any, start: int) -> None:
+    """Cut every layer of a cache back to start positions (after a failed forward,
+    which may have extended some layers and not others)."""
+    for layer in getattr(cache, "layers", []):
+        n = int(layer.get_seq_length())
+        if n > start:
+            layer.crop(start - n)
