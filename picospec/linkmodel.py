@@ -6,7 +6,9 @@ link, the three stages a packet crosses in order:
 
 1. a token bucket of ``rate_mbit`` and ``burst_bytes`` with a FIFO queue of
    ``queue_bytes`` in front of it: a packet that would overfill the queue is
-   dropped (tail drop);
+   dropped (tail drop). With ``burst_bytes`` 0 there is no bucket: the link
+   serialises every packet at the rate, as a physical link (or netem's rate)
+   does, so a packet of n bytes arrives n * 8 / rate after its first bit left;
 2. random loss, Bernoulli per packet (a lost packet has used its share of the rate);
 3. propagation: ``delay_ms`` plus a uniform jitter in [0, ``jitter_ms``], never
    arriving before the packet sent ahead of it (a serialising link does not reorder).
@@ -44,7 +46,8 @@ class LinkConfig:
     """Probability in [0, 1) that a packet is lost, independently per packet."""
     burst_bytes: int = 15_000
     """Size of the token bucket: bytes an idle link lets through at once (ten 1500-byte packets).
-    A packet larger than the bucket leaves when the bucket is full."""
+    A packet larger than the bucket leaves when the bucket is full. 0: no bucket, every
+    packet is serialised at the rate (a physical link of that rate)."""
     queue_bytes: int = 256 * 1024
     """Bytes that may wait for tokens; a packet that would exceed this is dropped (tail drop)."""
     seed: int = 0
@@ -57,8 +60,8 @@ class LinkConfig:
                 raise ConfigError(f"link {name} must be a finite number >= 0, got {value!r}")
         if not (_is_number(self.loss) and 0 <= self.loss < 1):
             raise ConfigError(f"link loss must be a probability in [0, 1), got {self.loss!r}")
-        if not (_is_int(self.burst_bytes) and self.burst_bytes >= 1):
-            raise ConfigError(f"link burst_bytes must be an integer >= 1, got {self.burst_bytes!r}")
+        if not (_is_int(self.burst_bytes) and self.burst_bytes >= 0):
+            raise ConfigError(f"link burst_bytes must be an integer >= 0, got {self.burst_bytes!r}")
         if not (_is_int(self.queue_bytes) and self.queue_bytes >= 0):
             raise ConfigError(f"link queue_bytes must be an integer >= 0, got {self.queue_bytes!r}")
         if not _is_int(self.seed):
@@ -118,6 +121,14 @@ class LinkDirection:
             self._waiting_bytes -= self._waiting.popleft()[1]
         burst = self.config.burst_bytes
         start = max(now, self._last_leave)  # FIFO: not before the packet ahead
+        if burst == 0:  # serialisation: the last bit leaves size / rate after the first
+            if start > now and self._waiting_bytes + size > self.config.queue_bytes:
+                return None
+            leave = start + size / self._rate
+            self._waiting.append((leave, size))
+            self._waiting_bytes += size
+            self._last_leave = leave
+            return leave
         tokens = min(burst, self._tokens + (start - self._last_leave) * self._rate)
         need = min(size, burst)
         leave = start if tokens >= need else start + (need - tokens) / self._rate

@@ -57,6 +57,13 @@ def test_bucket_refills_at_the_rate_while_idle():
     assert d.send(1500, 1.0) == 1.0  # full again after a long pause
 
 
+def test_without_a_bucket_every_packet_is_serialised_at_the_rate():
+    d = LinkDirection(LinkConfig(rate_mbit=8, burst_bytes=0, delay_ms=10))  # 1 byte per us
+    assert d.send(500, 0.0) == pytest.approx(0.0005 + 0.010)  # its own 500 us, then the delay
+    assert d.send(500, 0.0) == pytest.approx(0.0010 + 0.010)  # behind the first
+    assert d.send(100, 1.0) == pytest.approx(1.0001 + 0.010)  # an idle link: no credit saved
+
+
 def test_queue_limit_tail_drops_then_drains():
     d = LinkDirection(LinkConfig(rate_mbit=1, burst_bytes=1200, queue_bytes=12_000))
     sent = [d.send(1200, now=0.0) for _ in range(20)]
@@ -99,7 +106,7 @@ def test_seed_argument_overrides_the_config_seed():
         ("rate_mbit", math.inf),
         ("loss", 1.0),
         ("loss", -0.01),
-        ("burst_bytes", 0),
+        ("burst_bytes", -1),
         ("queue_bytes", -1),
         ("queue_bytes", 1.5),
         ("seed", "x"),
