@@ -1,0 +1,93 @@
+"""The discrete-event simulator: where its answer is known, and what it replays."""
+
+from __future__ import annotations
+
+import pytest
+
+from picospec.codec.errors import ConfigError
+from picospec.profiles import CloudProfile, EdgeProfile, LinkProfile
+from picospec.sim import IidAcceptance, Scenario, TraceAcceptance, simulate
+from picospec.timemodel import Costs, predict
+
+EDGE = EdgeProfile("e", draft_ms=6.0)
+CLOUD = CloudProfile("c", verify_ms=(10, 14, 18, 22, 26, 30, 34, 38, 42), prefill_ms=20)
+QUIET = {"start_bytes": 0, "block_bytes": 0, "block_bytes_per_token": 0, "verdict_bytes": 0}
+
+
+def link(rtt_ms: float, rate_mbit: float = 0.0) -> LinkProfile:
+    return LinkProfile("l", rtt_ms=rtt_ms, rate_mbit=rate_mbit, packet_overhead_bytes=0)
+
+
+def costs(rtt_ms: float) -> Costs:
+    return Costs(draft=0.006, verify=tuple(v / 1e3 for v in CLOUD.verify_ms), rtt=rtt_ms / 1e3,
+                 prefill=0.020)  # fmt: skip
+
+
+@pytest.mark.parametrize("rtt", [0.0, 20.0, 100.0])
+@pytest.mark.parametrize("mode", ["sync", "pipeline", "cloud-only"])
+def test_full_acceptance_matches_the_closed_form(mode, rtt):
+    sc = Scenario(mode, 2000, gamma=4, depth=3, **QUIET)
+    got = simulate(sc, EDGE, link(rtt), CLOUD, IidAcceptance([1.0] * 4)).tok_per_s
+    want = predict(mode, [1.0] * 4, costs(rtt), depth=3, n_tokens=2000).tok_per_s
+    assert got == pytest.approx(want, rel=0.01)
+
+
+def test_edge_only_is_the_drafter_alone():
+    r = simulate(Scenario("edge-only", 100), EdgeProfile("e", draft_ms=5, prefill_ms=30),
+                 link(50), CLOUD)  # fmt: skip
+    assert r.seconds == pytest.approx((30 + 100 * 5) / 1e3)
+
+
+@pytest.mark.parametrize("mode", ["sync", "pipeline"])
+def test_replaying_a_trace_meets_the_same_blocks(mode):
+    first = simulate(Scenario(mode, 120, **QUIET), EDGE, link(30), CLOUD,
+                     IidAcceptance([0.8, 0.7, 0.9, 0.6], seed=3))  # fmt: skip
+    again = simulate(Scenario(mode, 120, **QUIET), EDGE, link(30), CLOUD,
+                     TraceAcceptance(first.blocks))  # fmt: skip
+    assert again.blocks == first.blocks and again.seconds == pytest.approx(first.seconds)
+    assert any(a < n for a, n in first.blocks)  # the trace has rejections to replay
+
+
+def test_a_rejection_voids_the_blocks_drafted_behind_it():
+    fast_edge = EdgeProfile("e", draft_ms=1.0)
+    r = simulate(Scenario("pipeline", 60, depth=3, **QUIET), fast_edge, link(100), CLOUD,
+                 IidAcceptance([0.0, 1.0, 1.0, 1.0]))  # fmt: skip
+    assert r.discarded > 0
+    # every block is rejected at its first draft: one token per round, a serial round each
+    assert all(a == 0 for a, _ in r.blocks) and r.rounds == 59
+
+
+def test_split_corrections_cannot_be_precomputed():
+    """Under split the cloud evaluates the edge's correction with the next block."""
+    sc = dict(gamma=4, depth=1, **QUIET)
+    reject = IidAcceptance([0.0])
+    fast = simulate(Scenario("pipeline", 40, **sc), EDGE, link(0), CLOUD, reject)
+    slow = simulate(Scenario("pipeline", 40, edge_decides_correction=True, **sc), EDGE, link(0),
+                    CLOUD, IidAcceptance([0.0]))  # fmt: skip
+    # precompute overlaps the verdict's trip with a 1-token forward; split adds it to the round
+    assert slow.seconds > fast.seconds
+
+
+def test_a_slow_link_adds_serialisation():
+    sizes = {"start_bytes": 100, "block_bytes": 100, "block_bytes_per_token": 40,
+             "verdict_bytes": 30}  # fmt: skip
+    fast = simulate(Scenario("sync", 64, **sizes), EDGE, link(20, 0.0), CLOUD)
+    slow = simulate(Scenario("sync", 64, **sizes), EDGE, link(20, 0.1), CLOUD)
+    # at 0.1 Mbit/s (12.5 bytes per ms) a block of n drafts takes (100 + 40 n) / 12.5 ms
+    # and a verdict 2.4 ms to send, every round; the start 8 ms and the first verdict 2.4 ms
+    extra = sum((100 + 40 * n) / 12.5e3 + 0.0024 for _, n in slow.blocks) + 0.0080 + 0.0024
+    assert slow.seconds - fast.seconds == pytest.approx(extra, rel=0.01)
+
+
+def test_trace_that_runs_out_is_an_error_without_a_fallback():
+    with pytest.raises(ConfigError, match="ran out"):
+        simulate(Scenario("sync", 100, **QUIET), EDGE, link(0), CLOUD, TraceAcceptance([(4, 4)]))
+
+
+def test_bad_scenarios_are_refused():
+    with pytest.raises(ConfigError, match="unknown mode"):
+        Scenario("teleport", 10)
+    with pytest.raises(ConfigError):
+        Scenario("sync", 0)
+    with pytest.raises(ConfigError, match="probabilities"):
+        IidAcceptance([1.5])
