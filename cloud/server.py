@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from picospec.codec.errors import PicospecError, ProtocolError
@@ -37,6 +38,10 @@ class VerifierService:
         self.max_depth = max_depth
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="picospec-model")
         self.connections = 0
+        self.busy_seconds = 0.0
+        """Wall time the model thread spent on sessions' work (model and verification)."""
+        self.work_units = 0
+        """Calls into the sessions from the model thread (each runs at most one step)."""
         self._backend_ids = itertools.count(1)  # one id space for every connection
 
     async def serve(
@@ -66,11 +71,14 @@ class VerifierService:
                 ch.write(encode_frame(m, parser.vocab))
 
         def process(batch: list[Message]) -> tuple[list[Message], bool]:
+            t0 = time.perf_counter()
             out: list[Message] = []
             for m in batch:
                 out += session.receive(m)
             if session.has_work:
                 out += session.step()
+            self.busy_seconds += time.perf_counter() - t0
+            self.work_units += 1
             return out, session.has_work
 
         async def worker() -> None:

@@ -53,6 +53,15 @@ class GenerationResult:
     """(accepted, drafted) per verified block."""
     finished: str
     """Why it stopped: "max tokens", "end of text", or the failure's message."""
+    seconds: float = 0.0
+    """From the request to the last committed token."""
+    drafted: int = 0
+    """Tokens drafted, those discarded unverified by a rollback included."""
+    draft_ms: float = 0.0
+    """Mean wall time of one drafter step as the edge loop waits for it (the first
+    step, which also evaluates the prompt, left out)."""
+    drafter_prefill_ms: float = 0.0
+    """What the first drafter step cost beyond a plain step: the prompt's forward."""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -161,6 +170,7 @@ class EdgeClient:
         finished = ""
         partial: list[DraftToken] = []
         drafting_since = 0.0
+        steps: list[float] = []  # wall time of each drafter step
         self._send(sess.start_message())
         while not sess.done:
             waiting = sess.want() == 0
@@ -194,14 +204,16 @@ class EdgeClient:
                 continue
             if not partial:
                 drafting_since = time.perf_counter()
+            t_step = time.perf_counter()
             partial += await loop.run_in_executor(self._pool, d.draft, 1)
+            steps.append(time.perf_counter() - t_step)
             elapsed = time.perf_counter() - drafting_since
             if len(partial) >= n or sess.send_early(len(partial), elapsed):
                 self._send(sess.block(partial, time.perf_counter()))
                 partial = []
         if not self.lost:
             self._send(Bye(session=sess.session, epoch=sess.epoch, start=sess.committed_end))
-        return self._result(sess, mode, seed, t0, ttft, up0, down0, forwards, finished)
+        return self._result(sess, mode, seed, t0, ttft, up0, down0, forwards, finished, steps)
 
     def _result(
         self,
@@ -214,10 +226,12 @@ class EdgeClient:
         down0: int,
         forwards: int,
         finished: str,
+        steps: list[float],
     ) -> GenerationResult:
         secs = time.perf_counter() - t0
         n = len(sess.generated)
         st = sess.stats
+        step = sum(steps[1:]) / (len(steps) - 1) if len(steps) > 1 else sum(steps)
         return GenerationResult(
             text=self.text(sess.generated),
             token_ids=list(sess.generated),
@@ -238,6 +252,10 @@ class EdgeClient:
             target_forwards=forwards,
             blocks=list(st.blocks),
             finished=finished,
+            seconds=secs,
+            drafted=len(steps),
+            draft_ms=1e3 * step,
+            drafter_prefill_ms=1e3 * max(0.0, steps[0] - step) if steps else 0.0,
         )
 
     def text(self, tokens: list[int]) -> str:
@@ -264,8 +282,11 @@ class EdgeClient:
         t0, ttft = time.perf_counter(), 0.0
         d.begin(list(prompt), seed)
         finished = ""
+        steps: list[float] = []
         while not sess.done:
+            t_step = time.perf_counter()
             token = await loop.run_in_executor(self._pool, d.sample_own)
+            steps.append(time.perf_counter() - t_step)
             ttft = ttft or time.perf_counter() - t0
             for ev in sess.commit([token]):
                 if isinstance(ev, Committed) and on_tokens:
@@ -273,7 +294,7 @@ class EdgeClient:
                 elif isinstance(ev, Finished):
                     finished = ev.reason
         return self._result(
-            sess, "edge-only", seed, t0, ttft, self.bytes_up, self.bytes_down, 0, finished
+            sess, "edge-only", seed, t0, ttft, self.bytes_up, self.bytes_down, 0, finished, steps
         )
 
     async def close(self) -> None:

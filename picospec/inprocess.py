@@ -44,6 +44,9 @@ class Generation:
     """Per round: how many tokens were drafted."""
     target_forwards: int = 0
     exact: bool = True
+    truncated_mass: list[float] = field(default_factory=list)
+    """``split``, per rejection: the probability of p left out of the top-K that
+    travelled (0 when p's support fitted in K and the correction was exact)."""
     bytes_up: int = 0
     """DraftBlock frames, edge to cloud."""
     bytes_down: int = 0
@@ -181,6 +184,7 @@ def generate(
                         out.p_topk, drafts[a].q, seq.rand, start + a
                     )
                     gen.exact &= out.p_exact
+                    gen.truncated_mass.append(out.truncated_mass)
                 drafter.rollback(start + a)
                 drafter.push(token)
                 gen.token_ids += [*tokens[:a], token]

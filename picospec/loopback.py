@@ -28,6 +28,10 @@ class LoopbackCloud:
     tls: ClientTLS
     """Pins the fresh certificate."""
     token: bytes
+    service: VerifierService
+    """The verifier service (its counters: busy_seconds, work_units)."""
+    link: LinkRelay | None = None
+    """The link emulator, when there is one (its counters: up, down)."""
 
 
 @asynccontextmanager
@@ -36,12 +40,15 @@ async def loopback_cloud(
     *,
     rtt_ms: float = 0.0,
     loss: float = 0.0,
+    rate_mbit: float = 0.0,
     token: bytes | None = None,
     name: str = "picospec",
     idle_timeout: float = 60.0,
     seed: int = 1,
 ) -> AsyncIterator[LoopbackCloud]:
-    """Serve backend on loopback; with rtt_ms or loss, behind the link emulator."""
+    """Serve backend on loopback; with rtt_ms, loss or rate_mbit, behind the link
+    emulator: rtt_ms / 2 of delay each way, and a link of rate_mbit each way that
+    serialises every datagram at that rate (no token-bucket burst)."""
     token = token or secrets.token_hex(16).encode()
     service = VerifierService(backend, token=token, name=name)
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,14 +59,16 @@ async def loopback_cloud(
         )
         try:
             tls = ClientTLS(pin_sha256=pin)
-            if rtt_ms == 0 and loss == 0:
-                yield LoopbackCloud(server.address, server.address, tls, token)
+            if rtt_ms == 0 and loss == 0 and rate_mbit == 0:
+                yield LoopbackCloud(server.address, server.address, tls, token, service)
             else:
-                half = LinkConfig(delay_ms=rtt_ms / 2, loss=loss, seed=seed)
+                half = LinkConfig(
+                    delay_ms=rtt_ms / 2, loss=loss, rate_mbit=rate_mbit, burst_bytes=0, seed=seed
+                )
                 async with LinkRelay(
                     listen=("127.0.0.1", 0), upstream=server.address, up=half, down=half
                 ) as link:
-                    yield LoopbackCloud(link.address, server.address, tls, token)
+                    yield LoopbackCloud(link.address, server.address, tls, token, service, link)
         finally:
             await server.close()
             service.close()
