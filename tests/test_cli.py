@@ -72,3 +72,25 @@ def test_bench_codec_on_synthetic_rows_reports_the_issue_fields(capsys):
     ):
         assert key in r
     assert r["vocab"] == 4096 and r["rows_source"] == "synthetic" and r["validated"]
+
+
+def test_sim_prints_every_mode_for_the_default_regime(capsys):
+    assert main(["sim", "--accept", "0.8", "--seeds", "2", "--tokens", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "jetson-agx-orin-llama3.2-1b" in out
+    for mode in ("pipeline", "sync", "cloud-only", "edge-only"):
+        assert f"\n{mode}" in out
+
+
+def test_sim_lists_builtin_profiles_and_refuses_unknown_ones(capsys):
+    assert main(["sim", "--list"]) == 0
+    assert "4xa100-llama3.1-70b" in capsys.readouterr().out
+    assert main(["sim", "--edge", "no-such-edge"]) == 2
+    assert "no built-in of that name" in capsys.readouterr().err
+
+
+def test_sim_json_has_speedups(capsys):
+    assert main(["sim", "--json", "--seeds", "1", "--tokens", "32", "--rtt", "5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["modes"]["cloud-only"]["vs_cloud_only"] == 1.0
+    assert "RTT 5 ms" in out["link"]

@@ -1,0 +1,294 @@
+"""What the time model and the simulator say about each measured run, and the summaries.
+
+Each run of ``bench e2e`` carries its own costs, measured while it ran: the
+drafter's step, the target's forward by size, the model thread's busy time.
+``costs_of`` turns them into the time model's ``Costs`` (a size the run never
+evaluated comes from the whole sweep's median), ``predict_run`` and
+``simulate_run`` put the closed-form model and the discrete-event simulator
+(replaying the run's own acceptance trace) next to the measurement, and
+``aggregate`` averages the repeats of one configuration. ``project`` runs the
+simulator on the published regimes' timing profiles.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from picospec.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile
+from picospec.sim import IidAcceptance, Scenario, TraceAcceptance, simulate
+from picospec.timemodel import Costs, predict
+
+MAX_N = 16
+"""Forward sizes the cost tables cover."""
+PACKET_OVERHEAD = 60
+"""Bytes a message gains on the wire (UDP/IP, QUIC short header, AEAD tag)."""
+
+
+def _own_forwards(run: dict[str, Any]) -> dict[int, float]:
+    return {int(n): statistics.median(v) for n, v in run["forward_ms"].items()}
+
+
+def verify_table_ms(run: dict[str, Any], sweep: dict[str, float]) -> tuple[float, ...]:
+    """Forward ms for n = 1..MAX_N: the run's own medians, else the sweep's."""
+    own = _own_forwards(run)
+    table = {int(n): v for n, v in sweep.items()}
+    out: list[float] = []
+    for n in range(1, MAX_N + 1):
+        v = own.get(n, table.get(n))
+        if v is None:  # never evaluated anywhere: extend the last known slope
+            v = out[-1] + (out[-1] - out[-2] if len(out) > 1 else out[-1]) if out else 1.0
+        out.append(v)
+    return tuple(out)
+
+
+def _round_overhead_ms(run: dict[str, Any]) -> float:
+    """Model-thread time per unit of work outside the forwards (verification, framing)."""
+    forwards = sum(sum(v) for v in run["forward_ms"].values())
+    units = run["rounds"] if run["mode"] in ("sync", "pipeline") else run["n_tokens"]
+    return max(0.0, run["cloud_busy_ms"] - forwards) / max(units, 1)
+
+
+def _prefill_ms(run: dict[str, Any], table: tuple[float, ...]) -> float:
+    own = _own_forwards(run)
+    return own.get(run["prompt_tokens"], table[-1])
+
+
+def costs_of(run: dict[str, Any], sweep: dict[str, float]) -> Costs:
+    table = verify_table_ms(run, sweep)
+    return Costs(
+        draft=run["draft_ms"] / 1e3,
+        verify=tuple(v / 1e3 for v in table),
+        rtt=run["rtt_ms"] / 1e3,
+        prefill=_prefill_ms(run, table) / 1e3,
+        draft_prefill=run["drafter_prefill_ms"] / 1e3,
+        round_overhead=_round_overhead_ms(run) / 1e3,
+    )
+
+
+def predict_run(run: dict[str, Any], sweep: dict[str, float]) -> float:
+    """The time model's tok/s for the run, from its own acceptance and costs."""
+    accept = run["accept_per_position"] or [0.0]
+    return predict(
+        run["mode"], accept, costs_of(run, sweep), depth=run["depth"], n_tokens=run["n_tokens"]
+    ).tok_per_s
+
+
+def profiles_of(
+    run: dict[str, Any], sweep: dict[str, float]
+) -> tuple[EdgeProfile, LinkProfile, CloudProfile]:
+    """The run's measured costs as simulator profiles."""
+    table = verify_table_ms(run, sweep)
+    edge = EdgeProfile(
+        "this run", draft_ms=max(run["draft_ms"], 1e-3), prefill_ms=run["drafter_prefill_ms"]
+    )
+    link = LinkProfile(
+        "this run",
+        rtt_ms=run["rtt_ms"],
+        rate_mbit=run["rate_mbit"],
+        packet_overhead_bytes=PACKET_OVERHEAD,
+    )
+    cloud = CloudProfile(
+        "this run",
+        verify_ms=table,
+        prefill_ms=_prefill_ms(run, table),
+        round_ms=_round_overhead_ms(run),
+    )
+    return edge, link, cloud
+
+
+def scenario_of(run: dict[str, Any]) -> Scenario:
+    start = 40 + 4 * run["prompt_tokens"]
+    drafted = max(run["drafted"], 1)
+    per_token = max(0.0, run["bytes_up"] - start) / drafted
+    verdicts = run["rounds"] + 1 if run["mode"] != "cloud-only" else run["n_tokens"]
+    return Scenario(
+        run["mode"],
+        max(run["n_tokens"], 1),
+        gamma=run["gamma"],
+        depth=run["depth"],
+        edge_decides_correction=run["scheme"] == "split",
+        start_bytes=start,
+        block_bytes=0.0,
+        block_bytes_per_token=per_token,
+        verdict_bytes=run["bytes_down"] / max(verdicts, 1),
+    )
+
+
+def simulate_run(run: dict[str, Any], sweep: dict[str, float]) -> float:
+    """The simulator's tok/s for the run: its trace replayed with its own costs."""
+    edge, link, cloud = profiles_of(run, sweep)
+    fallback = IidAcceptance(run["accept_per_position"] or [0.0], seed=run["seed"])
+    trace = TraceAcceptance([tuple(b) for b in run["blocks"]], fallback=fallback)
+    return simulate(scenario_of(run), edge, link, cloud, trace).tok_per_s
+
+
+def annotate(result: dict[str, Any]) -> None:
+    """Add model_tok_per_s and sim_tok_per_s to every run of a bench e2e result."""
+    sweep = result["forward_ms_by_size"]
+    for run in result["runs"]:
+        run["model_tok_per_s"] = predict_run(run, sweep)
+        run["sim_tok_per_s"] = simulate_run(run, sweep)
+
+
+KEY = ("scheme", "rtt_ms", "rate_mbit", "gamma", "depth", "mode")
+
+
+def aggregate(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per configuration: means over prompts and repeats, with speedups."""
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        groups[tuple(r[k] for k in KEY)].append(r)
+    rows = []
+    for key, rs in groups.items():
+        row: dict[str, Any] = dict(zip(KEY, key, strict=True))
+        row["groups"] = sorted({g for r in rs for g in r["groups"]})
+        row["runs"] = len(rs)
+        tok = [r["tok_per_s"] for r in rs]
+        row["tok_per_s"] = statistics.fmean(tok)
+        row["tok_per_s_sd"] = statistics.stdev(tok) if len(tok) > 1 else 0.0
+        n = sum(r["n_tokens"] for r in rs)
+        rounds = sum(r["rounds"] for r in rs)
+        row["mean_accept_len"] = (
+            sum(r["mean_accept_len"] * r["rounds"] for r in rs) / rounds if rounds else None
+        )
+        row["ttft_ms"] = statistics.fmean(r["ttft_ms"] for r in rs)
+        row["round_ms"] = (
+            sum(r["seconds"] * 1e3 - r["ttft_ms"] for r in rs) / rounds if rounds else None
+        )
+        row["draft_ms"] = statistics.fmean(r["draft_ms"] for r in rs)
+        row["t_draft_ms"] = row["draft_ms"] * key[3]  # gamma steps
+        sizes = [
+            statistics.median(v)
+            for r in rs
+            for s, v in r["forward_ms"].items()
+            if int(s) in (key[3], key[3] + 1)
+        ]
+        row["t_verify_ms"] = statistics.median(sizes) if sizes else None
+        row["up_bytes_per_token"] = sum(r["bytes_up"] for r in rs) / n
+        row["down_bytes_per_token"] = sum(r["bytes_down"] for r in rs) / n
+        row["forwards_per_token"] = sum(r["target_forwards"] for r in rs) / n
+        row["exact"] = all(r["exact"] for r in rs)
+        for name in ("model_tok_per_s", "sim_tok_per_s"):
+            if all(name in r for r in rs):
+                row[name] = statistics.fmean(r[name] for r in rs)
+        rows.append(row)
+    by = {tuple(r[k] for k in KEY): r for r in rows}
+    for row in rows:
+        cloud = _find(by, row, mode="cloud-only", any_gamma=True)
+        sync = _find(by, row, mode="sync", depth=1)
+        row["vs_cloud_only"] = row["tok_per_s"] / cloud["tok_per_s"] if cloud else None
+        row["vs_sync"] = row["tok_per_s"] / sync["tok_per_s"] if sync else None
+    return rows
+
+
+def _find(
+    by: dict[tuple[Any, ...], dict[str, Any]],
+    row: dict[str, Any],
+    *,
+    mode: str,
+    depth: int | None = None,
+    any_gamma: bool = False,
+) -> dict[str, Any] | None:
+    for other in by.values():
+        if (
+            other["mode"] == mode
+            and other["scheme"] == row["scheme"]
+            and other["rtt_ms"] == row["rtt_ms"]
+            and other["rate_mbit"] == row["rate_mbit"]
+            and (any_gamma or other["gamma"] == row["gamma"])
+            and (depth is None or other["depth"] == depth)
+        ):
+            return other
+    return None
+
+
+def errors(runs: Iterable[dict[str, Any]], field: str) -> dict[str, dict[str, float]]:
+    """Per mode: mean and max of |field / measured - 1| over runs, and the count."""
+    by_mode: dict[str, list[float]] = defaultdict(list)
+    for r in runs:
+        if r.get(field) and r["tok_per_s"]:
+            by_mode[r["mode"]].append(abs(r[field] / r["tok_per_s"] - 1))
+            by_mode["all"].append(abs(r[field] / r["tok_per_s"] - 1))
+    return {
+        m: {
+            "mean": statistics.fmean(v),
+            "max": max(v),
+            "runs": len(v),
+            "within_10pct": sum(x <= 0.10 for x in v) / len(v),
+        }
+        for m, v in by_mode.items()
+    }
+
+
+REGIMES = {
+    "Llama-3.2-1B / Llama-3.1-70B": (
+        "jetson-agx-orin-llama3.2-1b",
+        "wan-20ms-100mbit",
+        "4xa100-llama3.1-70b",
+    ),
+    "Qwen3-0.6B / Qwen3-32B": (
+        "jetson-agx-orin-qwen3-0.6b",
+        "wan-20ms-100mbit",
+        "4xa100-qwen3-32b",
+    ),
+}
+
+
+def _simulated_rate(
+    edge: EdgeProfile,
+    link: LinkProfile,
+    cloud: CloudProfile,
+    accept: list[float],
+    gamma: int,
+    n_tokens: int,
+    seeds: int,
+) -> Callable[[str, int], float]:
+    """mode, depth -> mean simulated tok/s over seeds generations."""
+
+    def rate(mode: str, depth: int) -> float:
+        sc = Scenario(mode, n_tokens, gamma=gamma, depth=depth)
+        return statistics.fmean(
+            simulate(sc, edge, link, cloud, IidAcceptance(accept, seed=s)).tok_per_s
+            for s in range(seeds)
+        )
+
+    return rate
+
+
+def project(
+    accepts: Mapping[str, Sequence[float]],
+    *,
+    gamma: int = 4,
+    depths: Sequence[int] = (2, 3),
+    n_tokens: int = 256,
+    seeds: int = 8,
+) -> list[dict[str, Any]]:
+    """Simulated tok/s of each mode in each published regime, for each acceptance profile."""
+    rows = []
+    for regime, (e, lk, c) in REGIMES.items():
+        edge, link, cloud = BUILTIN[e], BUILTIN[lk], BUILTIN[c]
+        assert isinstance(edge, EdgeProfile) and isinstance(link, LinkProfile)
+        assert isinstance(cloud, CloudProfile)
+        for label, accept in accepts.items():
+            acc = list(accept)[:gamma] + [list(accept)[-1]] * max(0, gamma - len(accept))
+            rate = _simulated_rate(edge, link, cloud, acc, gamma, n_tokens, seeds)
+            cloud_only, sync = rate("cloud-only", 1), rate("sync", 1)
+            row: dict[str, Any] = {
+                "regime": regime,
+                "acceptance": label,
+                "accept_per_position": acc,
+                "cloud_only": cloud_only,
+                "sync": sync,
+                "edge_only": rate("edge-only", 1),
+                "sync_vs_cloud_only": sync / cloud_only,
+            }
+            for d in depths:
+                pipe = rate("pipeline", d)
+                row[f"pipeline_d{d}"] = pipe
+                row[f"pipeline_d{d}_vs_cloud_only"] = pipe / cloud_only
+                row[f"pipeline_d{d}_vs_sync"] = pipe / sync
+            rows.append(row)
+    return rows
