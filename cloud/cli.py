@@ -7,6 +7,7 @@ import asyncio
 import signal
 from pathlib import Path
 
+from picospec.codec.errors import ConfigError
 from picospec.netargs import auth_token, host_port
 
 
@@ -14,12 +15,19 @@ def _serve(args: argparse.Namespace) -> int:
     from picospec.models import prepare
     from picospec.quic import ServerTLS
 
-    from .llama_backend import LlamaBackend
+    from .backends import open_backend
     from .server import VerifierService
 
+    if args.model is None and args.backend != "llama":
+        raise ConfigError(f"--backend {args.backend} needs --model (a path for that backend)")
     model = args.model or str(prepare(args.pair, drafter=False)["target"])
-    backend = LlamaBackend(
-        model, n_ctx=args.n_ctx, threads=args.threads, max_sessions=args.max_sessions
+    backend = open_backend(
+        args.backend,
+        model,
+        n_ctx=args.n_ctx,
+        threads=args.threads,
+        max_sessions=args.max_sessions,
+        device=args.device,
     )
     service = VerifierService(backend, token=auth_token(args.token), name=backend.name)
     host, port = host_port(args.listen)
@@ -62,12 +70,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s = cloud.add_parser("serve", help="serve a target model to edges over QUIC")
     s.add_argument("--listen", default="127.0.0.1:4433", help="HOST:PORT to bind")
-    s.add_argument("--model", help="target GGUF (default: the --pair target)")
+    s.add_argument(
+        "--backend",
+        default="llama",
+        choices=("llama", "torch", "ort", "trtllm"),
+        help="verifier backend: llama (llama.cpp, CPU; default), torch, ort (ONNX Runtime "
+        "GenAI), trtllm (TensorRT-LLM; not verified in this project)",
+    )
+    s.add_argument("--model", help="target model for the backend (default: the --pair GGUF)")
+    s.add_argument(
+        "--device", help="torch: cuda or cpu (default: cuda if present); ort: cpu or cuda"
+    )
     s.add_argument("--pair", default="smollm2", help="model pair whose target to serve")
     s.add_argument("--cert", required=True, help="TLS certificate (PEM)")
     s.add_argument("--key", required=True, help="TLS private key (PEM)")
     s.add_argument("--token", help="shared edge token (default: $PICOSPEC_TOKEN)")
-    s.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
     s.add_argument("--n-ctx", type=int, default=2048, help="context tokens per session")
     s.add_argument("--max-sessions", type=int, default=16, help="concurrent generations")
     s.add_argument("--idle-timeout", type=float, default=60.0, help="seconds")

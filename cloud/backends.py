@@ -1,0 +1,60 @@
+"""The verifier backends by name: what ``picospec cloud serve --backend`` can run.
+
+Each backend module imports its model library lazily, so choosing one never
+loads the others. ``open_backend`` passes on only the options a backend
+understands, and refuses an unknown name with the list of known ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from picospec.codec.errors import ConfigError
+
+from .backend import Backend
+
+BACKENDS = {
+    "llama": "llama.cpp on CPU (a GGUF file); the embedded default",
+    "torch": "torch/transformers (a Hugging Face directory or a GGUF file); CUDA when present",
+    "ort": "ONNX Runtime GenAI (a model-builder folder); CPU, or CUDA with onnxruntime-genai-cuda",
+    "trtllm": "TensorRT-LLM LLM API (a Hugging Face directory); NOT verified in this project",
+}
+
+
+def open_backend(
+    kind: str,
+    model: str | Path,
+    *,
+    n_ctx: int = 2048,
+    threads: int | None = None,
+    max_sessions: int = 16,
+    device: str | None = None,
+) -> Backend:
+    """The named backend serving model."""
+    path = Path(model)
+    if kind == "llama":
+        from .llama_backend import LlamaBackend
+
+        return LlamaBackend(path, n_ctx=n_ctx, threads=threads, max_sessions=max_sessions)
+    if kind == "torch":
+        from .torch_backend import TorchBackend
+
+        load = TorchBackend.from_gguf if path.suffix == ".gguf" else TorchBackend.from_pretrained
+        return load(
+            path, device=device, max_sessions=max_sessions, max_context=n_ctx, threads=threads
+        )
+    if kind == "ort":
+        from .ort_backend import OrtGenAIBackend
+
+        return OrtGenAIBackend(
+            path,
+            provider=device or "cpu",
+            n_ctx=n_ctx,
+            threads=threads,
+            max_sessions=max_sessions,
+        )
+    if kind == "trtllm":
+        from .trtllm_backend import TrtLlmBackend
+
+        return TrtLlmBackend(path, max_seq_len=n_ctx, max_sessions=max_sessions)
+    raise ConfigError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
