@@ -1,11 +1,11 @@
 """The torch/transformers verifier backend: a Hugging Face causal LM serving sessions.
 
 Owns: running a transformers causal language model (on a GPU when there is one)
-behind the ``Backend`` interface, and describing its vocabulary the way
-llama.cpp does, so that a llama.cpp drafter and this verifier agree on the
-fingerprint. It is the only module that imports torch, transformers and gguf,
-always lazily: importing it needs none of them, and building a backend without
-them raises a ``ConfigError`` that names the extra to install.
+behind the ``Backend`` interface. Its vocabulary, described as llama.cpp does so
+that a llama.cpp drafter and this verifier agree on the fingerprint, comes from
+cloud/hf_vocab.py. It is the only module that imports torch and transformers,
+always lazily: importing it needs neither, and building a backend without them
+raises a ``ConfigError`` that names the extra to install.
 
 KV cache: one transformers ``DynamicCache`` per session, created without the
 model's config, so every layer keeps its whole past (a sliding-window layer
@@ -32,11 +32,9 @@ every forward serves one session.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import platform
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,56 +43,12 @@ import numpy as np
 
 from picospec.codec.errors import ConfigError, PicospecError
 from picospec.codec.sampling import SamplingParams
-from picospec.codec.vocab import SPECIALS, VocabFingerprint, fingerprint
+from picospec.codec.vocab import VocabFingerprint
 
 from .backend import Backend
+from .hf_vocab import LlamaVocab
 
 EXTRA = "pip install -e .[torch]"
-
-# llama_token_attr bits (llama.h) and the GGUF token types they come from
-ATTR_UNKNOWN = 1 << 0
-ATTR_UNUSED = 1 << 1
-ATTR_NORMAL = 1 << 2
-ATTR_CONTROL = 1 << 3
-ATTR_USER_DEFINED = 1 << 4
-ATTR_BYTE = 1 << 5
-_TYPE_ATTR = {0: 0, 1: ATTR_NORMAL, 2: ATTR_UNKNOWN, 3: ATTR_CONTROL}
-_TYPE_ATTR |= {4: ATTR_USER_DEFINED, 5: ATTR_UNUSED, 6: ATTR_BYTE}
-
-# Token texts llama.cpp recognises when the GGUF does not name the token (llama-vocab.cpp)
-_EOT_TEXTS = (
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|end_of_text|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "<end_of_utterance>",
-)
-_EOG_TEXTS = (*_EOT_TEXTS, "<|eom_id|>", "<|return|>", "<|call|>", "[EOS]", "</s>", "<eos>")
-_FIM_EOG_TEXTS = (  # FIM pad, repository and file-separator tokens also end a generation
-    ("<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"),
-    ("<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"),
-    ("<|file_sep|>",),
-)
-_FIM_OTHER_TEXTS = (
-    "<|fim_prefix|>",
-    "<fim-prefix>",
-    "<fim_prefix>",
-    "<PRE>",
-    "<|fim_suffix|>",
-    "<fim-suffix>",
-    "<fim_suffix>",
-    "<SUF>",
-    "<|fim_middle|>",
-    "<fim-middle>",
-    "<fim_middle>",
-    "<MID>",
-)
-_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
 class TorchBackendError(PicospecError):
@@ -112,175 +66,6 @@ def _libraries() -> tuple[Any, Any]:
             f"install them with `{EXTRA}`"
         ) from e
     return torch, transformers
-
-
-# --- the vocabulary ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VocabInfo:
-    """A vocabulary as llama.cpp describes it: each id's text and attribute bits,
-    the special ids, and the ids that end a generation."""
-
-    texts: tuple[bytes, ...]
-    attrs: tuple[int, ...]
-    """llama_token_attr bits of each id."""
-    specials: Mapping[str, int]
-    """bos, eos, eot, pad (-1 where the vocabulary has none)."""
-    end_ids: frozenset[int]
-
-    @property
-    def size(self) -> int:
-        return len(self.texts)
-
-    def fingerprint(self) -> VocabFingerprint:
-        return fingerprint(zip(self.texts, self.attrs, strict=True), dict(self.specials))
-
-    def with_specials(self, **ids: int) -> VocabInfo:
-        """The same vocabulary with some special ids set by hand (e.g. the EOT id a
-        llama.cpp peer guessed differently; see ``_text_rules``)."""
-        unknown = set(ids) - set(SPECIALS)
-        if unknown:
-            raise ConfigError(f"unknown special token name(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, specials={**self.specials, **ids})
-
-    @classmethod
-    def from_gguf(cls, path: str | Path) -> VocabInfo:
-        """The vocabulary stored in a GGUF file, read as llama.cpp reads it."""
-        reader = _gguf_reader(Path(path))
-        fields = reader.fields
-        if "tokenizer.ggml.tokens" not in fields:
-            raise ConfigError(f"{path} has no tokenizer.ggml.tokens: not a language model GGUF?")
-        tokens = fields["tokenizer.ggml.tokens"]
-        texts = [bytes(tokens.parts[i]) for i in tokens.data]
-        if "tokenizer.ggml.token_type" in fields:
-            types = fields["tokenizer.ggml.token_type"]
-            attrs = [_TYPE_ATTR.get(int(types.parts[i][0]), 0) for i in types.data]
-        else:
-            attrs = [ATTR_NORMAL] * len(texts)
-        specials = {}
-        for name, key in (("bos", "bos"), ("eos", "eos"), ("eot", "eot"), ("pad", "padding")):
-            field = fields.get(f"tokenizer.ggml.{key}_token_id")
-            if field is not None and 0 <= int(field.parts[field.data[0]][0]) < len(texts):
-                specials[name] = int(field.parts[field.data[0]][0])
-        return _text_rules(texts, attrs, specials)
-
-    @classmethod
-    def from_tokenizer(
-        cls, tokenizer: Any, vocab_size: int, *, eos_ids: Iterable[int] = ()
-    ) -> VocabInfo:
-        """The vocabulary of a Hugging Face tokenizer over vocab_size model ids, with
-        the texts and token types llama.cpp's converter (convert_hf_to_gguf.py) would
-        write: added special tokens are control tokens, other added tokens are
-        user-defined, ids past the tokenizer are unused "[PAD<id>]" entries."""
-        added = dict(tokenizer.added_tokens_decoder)
-        pieces = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
-        spm = any(p is not None and p.startswith("\u2581") for p in pieces[:4096])
-        texts, attrs = [], []
-        for i, piece in enumerate(pieces):
-            text, attr = _converted_entry(i, piece, added.get(i), tokenizer.unk_token_id, spm)
-            texts.append(text.encode())
-            attrs.append(attr)
-        specials = {
-            name: int(v)
-            for name, v in (
-                ("bos", tokenizer.bos_token_id),
-                ("eos", tokenizer.eos_token_id),
-                ("pad", tokenizer.pad_token_id),
-            )
-            if v is not None and 0 <= int(v) < vocab_size
-        }
-        info = _text_rules(texts, attrs, specials)
-        extra = {int(t) for t in eos_ids if 0 <= int(t) < vocab_size}
-        return dataclasses.replace(info, end_ids=info.end_ids | extra)
-
-    @classmethod
-    def numbered(cls, size: int, *, end_ids: Iterable[int] = ()) -> VocabInfo:
-        """A placeholder vocabulary for models with no tokenizer (random weights):
-        id i is the text "<i>"."""
-        if size < 1:
-            raise ConfigError(f"a vocabulary needs at least one token, got {size}")
-        texts = tuple(f"<{i}>".encode() for i in range(size))
-        return cls(texts, (ATTR_NORMAL,) * size, {}, frozenset(int(t) for t in end_ids))
-
-
-def _looks_special(text: str) -> bool:
-    """convert_hf_to_gguf.py's does_token_look_special."""
-    return (
-        text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
-        or (text.startswith("<|") and text.endswith("|>"))
-        or (text.startswith("<\uff5c") and text.endswith("\uff5c>"))
-        or (text.startswith("<unused") and text.endswith(">"))
-    )
-
-
-def _converted_entry(
-    i: int, piece: str | None, added: Any, unk: int | None, spm: bool
-) -> tuple[str, int]:
-    """(text, attribute bits) of one id as the GGUF converter writes it."""
-    if piece is None:
-        return f"[PAD{i}]", ATTR_UNUSED
-    if added is not None:
-        if getattr(added, "special", False) or _looks_special(piece):
-            return piece, ATTR_CONTROL
-        return piece.replace("\u2581", " "), ATTR_USER_DEFINED
-    if spm and _BYTE_TOKEN.fullmatch(piece):
-        return piece, ATTR_BYTE
-    if spm and i == unk:
-        return piece, ATTR_UNKNOWN
-    return piece, ATTR_NORMAL
-
-
-def _text_rules(texts: list[bytes], attrs: list[int], specials: dict[str, int]) -> VocabInfo:
-    """Apply llama.cpp's text-based rules (llama-vocab.cpp) to a loaded vocabulary.
-
-    llama.cpp finds the EOT token by its text when the file does not name it. It
-    scans a hash map, so when several candidates exist (SmolLM2 has both
-    "<|im_end|>" and "<|endoftext|>") which one it takes depends on the standard
-    library's hash order; here the lowest id is taken, which is llama.cpp's choice
-    for SmolLM2 (id 0). Where a peer chose otherwise, the fingerprints differ in
-    "eot token id" and ``VocabInfo.with_specials(eot=...)`` aligns them.
-    Control-looking tokens get the control bit and control tokens whose text
-    contains "unused" the unused bit, as llama.cpp does; the end-of-generation set
-    is EOS, EOT, the end-looking texts and the FIM pad/repo/separator tokens.
-    """
-    attrs = list(attrs)
-    ids: dict[bytes, list[int]] = {}
-    for i, t in enumerate(texts):
-        ids.setdefault(t, []).append(i)
-
-    def find(candidates: Sequence[str]) -> list[int]:
-        return sorted(i for c in candidates for i in ids.get(c.encode(), []))
-
-    if "eot" not in specials and (eot := find(_EOT_TEXTS)):
-        specials["eot"] = eot[0]
-    ends = set(find(_EOG_TEXTS))
-    for group in _FIM_EOG_TEXTS:
-        if found := find(group):
-            ends.add(found[0])
-    for i in ends | set(find(_FIM_OTHER_TEXTS)):
-        attrs[i] |= ATTR_CONTROL
-    for i, t in enumerate(texts):
-        if attrs[i] & ATTR_CONTROL and b"unused" in t:
-            attrs[i] |= ATTR_UNUSED
-    ends |= {specials[k] for k in ("eos", "eot") if k in specials}
-    full = {name: specials.get(name, -1) for name in SPECIALS}
-    return VocabInfo(tuple(texts), tuple(attrs), full, frozenset(ends))
-
-
-def _gguf_reader(path: Path) -> Any:
-    if not path.is_file():
-        raise ConfigError(f"model file not found: {path}")
-    try:
-        import gguf
-    except ImportError as e:
-        raise ConfigError(
-            f"reading a GGUF needs the gguf package; install it with `{EXTRA}`"
-        ) from e
-    try:
-        return gguf.GGUFReader(str(path))
-    except (ValueError, OSError) as e:
-        raise ConfigError(f"{path} is not a readable GGUF file: {e}") from None
 
 
 # --- the backend ---------------------------------------------------------------------
@@ -302,7 +87,7 @@ class TorchBackend(Backend):
     def __init__(
         self,
         model: Any,
-        vocab: VocabInfo,
+        vocab: LlamaVocab,
         *,
         device: str | None = None,
         dtype: str | None = None,
@@ -335,7 +120,7 @@ class TorchBackend(Backend):
                 f"the vocabulary has {vocab.size} tokens but the model outputs {self.vocab_size}"
             )
         self.vocab = vocab
-        self._fingerprint = vocab.fingerprint()
+        self._fingerprint = vocab.fingerprint
         self.name = name
         config = getattr(model, "config", None)
         self.max_context = int(
@@ -370,7 +155,10 @@ class TorchBackend(Backend):
             raise ConfigError(f"could not load a causal LM from {path}: {e}") from None
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        vocab = VocabInfo.from_tokenizer(tokenizer, _output_width(model), eos_ids=eos_ids)
+        fallback = {k: getattr(model.config, f"{k}_token_id", None) for k in ("bos", "eos", "pad")}
+        vocab = LlamaVocab.from_tokenizer(
+            tokenizer, _output_width(model), fallback_ids=fallback, eos_ids=eos_ids
+        )
         options.setdefault("name", f"torch:{path.name}")
         return cls(model, vocab, **options)
 
@@ -381,7 +169,7 @@ class TorchBackend(Backend):
         quantised arithmetic)."""
         torch, transformers = _libraries()
         path = Path(path)
-        vocab = VocabInfo.from_gguf(path)
+        vocab = LlamaVocab.from_gguf(path)
         from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
         dtype = _torch_dtype(torch, _default_dtype(torch, options))
@@ -431,7 +219,7 @@ class TorchBackend(Backend):
             model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
         shape = f"h{hidden} L{layers} heads {heads}/{kv_heads} ff{intermediate} V{vocab_size}"
         options.setdefault("name", f"torch:random-llama {shape}")
-        return cls(model, VocabInfo.numbered(vocab_size), **options)
+        return cls(model, LlamaVocab.numbered(vocab_size), **options)
 
     # --- the Backend interface ---------------------------------------------------------
 

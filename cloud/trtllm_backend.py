@@ -46,15 +46,14 @@ issue #15503), so rows are not bit-identical across a rollback. The verification
 maths stays exact for whatever p is computed; only bit-for-bit equality with a
 cloud-only run (the gumbel scheme's promise) can break.
 
-The vocabulary fingerprint comes from the checkpoint folder's tokenizer.json
-(``picospec.cloud.ort_backend.tokenizer_vocab``), and ``vocab_size`` from its
+The vocabulary fingerprint comes from the checkpoint folder's tokenizer files
+(``picospec.cloud.hf_vocab.LlamaVocab.from_folder``), and ``vocab_size`` from its
 config.json.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,7 +65,7 @@ from picospec.codec.errors import ConfigError, PicospecError
 from picospec.codec.vocab import VocabFingerprint
 
 from .backend import Backend
-from .ort_backend import tokenizer_vocab
+from .hf_vocab import LlamaVocab, read_json
 
 UNVERIFIED = (
     "this TensorRT-LLM adapter is NOT verified in this project (it has never been run "
@@ -159,7 +158,9 @@ class TrtLlmBackend(Backend):
             _trt()  # a missing library is reported before anything else
         model = Path(model)
         self.vocab_size = _vocab_size(model)
-        self.vocab = tokenizer_vocab(model, self.vocab_size, overrides=specials)
+        self.vocab = LlamaVocab.from_folder(model, self.vocab_size).with_specials(
+            **(specials or {})
+        )
         self.name = f"tensorrt-llm:{model.name}"
         self.max_seq_len = max_seq_len
         self.max_sessions = max_sessions
@@ -293,13 +294,11 @@ def _prefix_keys(tokens: list[int], lo: int) -> list[bytes]:
 
 def _vocab_size(folder: Path) -> int:
     path = folder / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"config.json not found in {folder}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from None
-    size = config.get("vocab_size", config.get("text_config", {}).get("vocab_size"))
+    config = read_json(path)
+    text_config = config.get("text_config")
+    size = config.get("vocab_size")
+    if size is None and isinstance(text_config, dict):
+        size = text_config.get("vocab_size")
     if not isinstance(size, int) or size < 1:
         raise ConfigError(f"{path} has no vocab_size")
     return size

@@ -7,8 +7,6 @@ Its ORT logits are checked against the same model run by transformers/torch.
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,16 +15,9 @@ import pytest
 import tiny_onnx
 from backend_contract import BackendContract
 
-from picospec.cloud.ort_backend import (
-    ATTR_CONTROL,
-    ATTR_NORMAL,
-    ATTR_UNUSED,
-    ATTR_USER_DEFINED,
-    OrtGenAIBackend,
-    tokenizer_fingerprint,
-)
+from picospec.cloud.hf_vocab import LlamaVocab
+from picospec.cloud.ort_backend import OrtGenAIBackend
 from picospec.codec.errors import ConfigError
-from picospec.codec.vocab import fingerprint
 
 TORCH_ATOL = 1e-4
 """ORT fp32 vs torch fp32 logits (logits span about +-6): measured at most 9e-6."""
@@ -119,58 +110,14 @@ def test_cuda_provider_without_the_cuda_package_is_a_clear_error(model_dirs):
         OrtGenAIBackend(model_dirs["onnx"], provider="tpu")
 
 
-def test_fingerprint_comes_from_the_tokenizer(backend, model_dirs):
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(model_dirs["onnx"] / "tokenizer.json"))
-    user = tok.token_to_id(tiny_onnx.USER_TOKEN)
-    entries = []
-    for i in range(tiny_onnx.MODEL_VOCAB):
-        text = tok.id_to_token(i)
-        if text is None:
-            entries.append((f"[PAD{i}]".encode(), ATTR_UNUSED))
-        elif text in tiny_onnx.SPECIAL:
-            entries.append((text.encode(), ATTR_CONTROL))
-        else:
-            entries.append((text.encode(), ATTR_USER_DEFINED if i == user else ATTR_NORMAL))
-    want = fingerprint(entries, {"bos": 1, "eos": 2, "eot": 0})
+def test_fingerprint_and_end_ids_come_from_the_folder_tokenizer(backend, model_dirs):
+    want = LlamaVocab.from_folder(model_dirs["onnx"], tiny_onnx.MODEL_VOCAB)
     fp = backend.fingerprint()
-    assert fp.difference(want) is None and fp == want
-    assert fp.specials == (1, 2, 0, -1)
+    assert fp.difference(want.fingerprint) is None and fp.specials == (1, 2, 0, -1)
     assert [i for i in range(backend.vocab_size) if backend.is_end(i)] == [0, 2]
-
-
-def test_a_changed_token_is_located_by_the_fingerprint(model_dirs, tmp_path):
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(model_dirs["onnx"] / name, tmp_path / name)
-    spec = json.loads((tmp_path / "tokenizer.json").read_text())
-    vocab = spec["model"]["vocab"]
-    a, b = (next(t for t, i in vocab.items() if i == n) for n in (300, 301))
-    vocab[a], vocab[b] = 301, 300  # two ids swap their tokens (the merges stay valid)
-    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
-    base = tokenizer_fingerprint(model_dirs["onnx"], tiny_onnx.MODEL_VOCAB)
-    changed = tokenizer_fingerprint(tmp_path, tiny_onnx.MODEL_VOCAB)
-    assert base.difference(changed) == "token entries first differ within ids 256..319"
 
 
 def test_missing_library_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnxruntime_genai", None)  # import now fails
     with pytest.raises(ConfigError, match=r"pip install -e \.\[ort\]"):
         OrtGenAIBackend(tmp_path)
-
-
-@pytest.mark.models
-@pytest.mark.slow
-def test_smollm2_fingerprint_matches_llama_cpp(smollm2, tmp_path):
-    """tokenizer.json rebuilt by transformers from the GGUF, fingerprinted here,
-    against llama.cpp's own fingerprint of that GGUF (about 10 s)."""
-    pytest.importorskip("gguf")
-    from transformers import AutoTokenizer
-
-    from picospec.llamacpp import LlamaWeights
-
-    gguf = Path(smollm2["target"])
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp_path)
-    weights = LlamaWeights(gguf)
-    ours = tokenizer_fingerprint(tmp_path, weights.vocab_size)
-    assert weights.vocab_fingerprint.difference(ours) is None

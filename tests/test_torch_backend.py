@@ -1,6 +1,6 @@
 """The torch/transformers verifier backend: the shared contract on a tiny random
-Llama, the device-side sampling transform against the reference, vocabulary
-fingerprints, a real GGUF against llama.cpp, and the CPU path of bench gpu."""
+Llama, the device-side sampling transform against the reference, a real GGUF
+against llama.cpp, and the CPU path of bench gpu."""
 
 from __future__ import annotations
 
@@ -17,14 +17,8 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from picospec.bench import gpu  # noqa: E402
 from picospec.cloud import torch_sampling  # noqa: E402
-from picospec.cloud.torch_backend import (  # noqa: E402
-    ATTR_CONTROL,
-    ATTR_NORMAL,
-    ATTR_UNUSED,
-    ATTR_USER_DEFINED,
-    TorchBackend,
-    VocabInfo,
-)
+from picospec.cloud.hf_vocab import LlamaVocab  # noqa: E402
+from picospec.cloud.torch_backend import TorchBackend  # noqa: E402
 from picospec.codec import ops  # noqa: E402
 from picospec.codec.errors import ConfigError, KernelError  # noqa: E402
 from picospec.codec.sampling import SamplingParams  # noqa: E402
@@ -93,7 +87,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def backend(tokenizer):
-    vocab = VocabInfo.from_tokenizer(tokenizer, VOCAB)
+    vocab = LlamaVocab.from_tokenizer(tokenizer, VOCAB)
     return TorchBackend(tiny_llama(), vocab, device="cpu", device_transform=True)
 
 
@@ -133,7 +127,7 @@ def test_tokens_outside_the_vocabulary_are_refused(backend):
 
 def test_sessions_beyond_the_limit_are_refused(tokenizer):
     small = TorchBackend(
-        tiny_llama(), VocabInfo.from_tokenizer(tokenizer, VOCAB), device="cpu", max_sessions=1
+        tiny_llama(), LlamaVocab.from_tokenizer(tokenizer, VOCAB), device="cpu", max_sessions=1
     )
     small.open(1)
     with pytest.raises(ConfigError, match="at most 1 sessions"):
@@ -143,7 +137,7 @@ def test_sessions_beyond_the_limit_are_refused(tokenizer):
 
 
 def test_cpu_default_is_fp32_with_the_host_transform(tokenizer, prompt):
-    plain = TorchBackend(tiny_llama(), VocabInfo.from_tokenizer(tokenizer, VOCAB), device="cpu")
+    plain = TorchBackend(tiny_llama(), LlamaVocab.from_tokenizer(tokenizer, VOCAB), device="cpu")
     assert plain.dtype == torch.float32 and not plain.device_transform
     plain.open(1)
     logits = plain.forward(1, 0, prompt)
@@ -186,13 +180,23 @@ def test_sliding_window_layers_roll_back_past_the_window():
     tokens = [int(t) for t in np.random.default_rng(0).integers(0, VOCAB, 20)]
     with torch.inference_mode():
         one_pass = model(input_ids=torch.tensor([tokens]), use_cache=False).logits[0].numpy()
-    b = TorchBackend(model, VocabInfo.numbered(VOCAB), device="cpu")
+    b = TorchBackend(model, LlamaVocab.numbered(VOCAB), device="cpu")
     b.open(1)
     b.forward(1, 0, tokens[:8], n_out=1)
     b.forward(1, 8, tokens[8:14])
     b.truncate(1, 10)  # 4 positions back, with 10 > window positions seen
     again = b.forward(1, 10, tokens[10:])
     np.testing.assert_allclose(again, one_pass[10:], atol=1e-4, rtol=0)
+
+
+def test_from_pretrained_reads_the_folder_vocabulary(tmp_path):
+    import tiny_onnx
+
+    tiny_onnx.build_hf_llama(tmp_path)
+    b = TorchBackend.from_pretrained(tmp_path, device="cpu")
+    want = LlamaVocab.from_folder(tmp_path, tiny_onnx.MODEL_VOCAB)
+    assert b.fingerprint().difference(want.fingerprint) is None
+    assert b.vocab.end_ids == {0, 2}
 
 
 def test_importing_the_module_needs_no_torch():
@@ -273,33 +277,6 @@ def test_non_finite_logits_are_refused_like_the_reference(bad):
         torch_sampling.distributions(torch.from_numpy(rows), SamplingParams())
     with pytest.raises(KernelError):
         ops.transform_dense(rows[2], SamplingParams())
-
-
-# --- vocabulary fingerprints ---------------------------------------------------------------
-
-
-def test_fingerprint_from_a_tokenizer_follows_the_gguf_converter(tokenizer):
-    info = VocabInfo.from_tokenizer(tokenizer, VOCAB)
-    n = len(tokenizer)
-    robot = tokenizer.convert_tokens_to_ids("<robot>")
-    assert info.size == VOCAB and n < VOCAB
-    assert [info.attrs[i] for i in (0, 1, 2)] == [ATTR_CONTROL] * 3
-    assert info.attrs[robot] == ATTR_USER_DEFINED
-    assert info.texts[3:4] == (tokenizer.convert_ids_to_tokens(3).encode(),)
-    assert info.attrs[3] == ATTR_NORMAL
-    assert info.texts[VOCAB - 1] == f"[PAD{VOCAB - 1}]".encode()
-    assert info.attrs[VOCAB - 1] == ATTR_UNUSED
-    # bos/eos from the tokenizer; eot by its text, the lowest of the candidates
-    assert dict(info.specials) == {"bos": 1, "eos": 2, "eot": 0, "pad": -1}
-    assert info.end_ids == {0, 2}
-
-
-def test_fingerprint_difference_names_the_special_token(tokenizer):
-    info = VocabInfo.from_tokenizer(tokenizer, VOCAB)
-    other = info.with_specials(eot=2)
-    assert other.fingerprint().difference(info.fingerprint()) == "eot token id 2 vs 0"
-    with pytest.raises(ConfigError, match="unknown special"):
-        info.with_specials(eom=3)
 
 
 # --- a real GGUF through transformers against llama.cpp ---------------------------------------

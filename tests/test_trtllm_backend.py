@@ -169,6 +169,13 @@ def test_fingerprint_and_end_ids_come_from_the_checkpoint_tokenizer(backend):
     assert [i for i in range(V) if backend.is_end(i)] == [0, 2]
 
 
+def test_specials_given_by_hand_replace_the_detected_ones(checkpoint):
+    b = TrtLlmBackend(checkpoint, engine=FakeEngine(), specials={"eot": 2, "pad": 0})
+    assert b.fingerprint().specials == (1, 2, 2, 0)
+    with pytest.raises(ConfigError, match="unknown special"):
+        TrtLlmBackend(checkpoint, engine=FakeEngine(), specials={"eom": 3})
+
+
 def test_real_library_matches_transformers(tmp_path):
     """Needs TensorRT-LLM and a GPU; never run in this project."""
     pytest.importorskip("tensorrt_llm")
