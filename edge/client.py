@@ -23,6 +23,13 @@ from .drafter import Drafter, DraftToken
 from .session import Committed, EdgeSession, Failed, Finished, Resume
 
 
+def _timed(fn: Callable[..., object], *args: object) -> float:
+    """Run fn(*args); the seconds it took."""
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
 class EdgeError(PicospecError):
     """The cloud refused the edge, or the connection failed."""
 
@@ -58,10 +65,10 @@ class GenerationResult:
     drafted: int = 0
     """Tokens drafted, those discarded unverified by a rollback included."""
     draft_ms: float = 0.0
-    """Mean wall time of one drafter step as the edge loop waits for it (the first
-    step, which also evaluates the prompt, left out)."""
+    """Mean wall time of one drafter step as the edge loop waits for it."""
     drafter_prefill_ms: float = 0.0
-    """What the first drafter step cost beyond a plain step: the prompt's forward."""
+    """The drafter's forward over the prompt (run while the cloud computes the first
+    token, so it costs time only when it takes longer than that round trip)."""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -172,6 +179,12 @@ class EdgeClient:
         drafting_since = 0.0
         steps: list[float] = []  # wall time of each drafter step
         self._send(sess.start_message())
+        prefill = (
+            None
+            if mode == "cloud-only"  # the drafter evaluates the prompt while the cloud does
+            else loop.run_in_executor(self._pool, _timed, d.prefill, list(prompt))
+        )
+        prefill_s = 0.0
         while not sess.done:
             waiting = sess.want() == 0
             while waiting or not self._inbox.empty():
@@ -188,7 +201,8 @@ class EdgeClient:
                     if isinstance(ev, Committed):
                         if not ttft:
                             ttft = time.perf_counter() - t0
-                            if mode != "cloud-only":
+                            if prefill is not None:
+                                prefill_s = await prefill
                                 d.begin(list(prompt) + list(ev.tokens), seed)
                         if on_tokens:
                             on_tokens(list(ev.tokens))
@@ -213,7 +227,9 @@ class EdgeClient:
                 partial = []
         if not self.lost:
             self._send(Bye(session=sess.session, epoch=sess.epoch, start=sess.committed_end))
-        return self._result(sess, mode, seed, t0, ttft, up0, down0, forwards, finished, steps)
+        return self._result(
+            sess, mode, seed, t0, ttft, up0, down0, forwards, finished, steps, prefill_s
+        )
 
     def _result(
         self,
@@ -227,11 +243,12 @@ class EdgeClient:
         forwards: int,
         finished: str,
         steps: list[float],
+        prefill_s: float,
     ) -> GenerationResult:
         secs = time.perf_counter() - t0
         n = len(sess.generated)
         st = sess.stats
-        step = sum(steps[1:]) / (len(steps) - 1) if len(steps) > 1 else sum(steps)
+        step = sum(steps) / len(steps) if steps else 0.0
         return GenerationResult(
             text=self.text(sess.generated),
             token_ids=list(sess.generated),
@@ -255,7 +272,7 @@ class EdgeClient:
             seconds=secs,
             drafted=len(steps),
             draft_ms=1e3 * step,
-            drafter_prefill_ms=1e3 * max(0.0, steps[0] - step) if steps else 0.0,
+            drafter_prefill_ms=1e3 * prefill_s,
         )
 
     def text(self, tokens: list[int]) -> str:
@@ -280,7 +297,7 @@ class EdgeClient:
             is_end=d.ctx.weights.is_end,
         )
         t0, ttft = time.perf_counter(), 0.0
-        d.begin(list(prompt), seed)
+        prefill_s = await loop.run_in_executor(self._pool, _timed, d.begin, list(prompt), seed)
         finished = ""
         steps: list[float] = []
         while not sess.done:
@@ -294,7 +311,17 @@ class EdgeClient:
                 elif isinstance(ev, Finished):
                     finished = ev.reason
         return self._result(
-            sess, "edge-only", seed, t0, ttft, self.bytes_up, self.bytes_down, 0, finished, steps
+            sess,
+            "edge-only",
+            seed,
+            t0,
+            ttft,
+            self.bytes_up,
+            self.bytes_down,
+            0,
+            finished,
+            steps,
+            prefill_s,
         )
 
     async def close(self) -> None:

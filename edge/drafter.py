@@ -8,6 +8,15 @@ or nothing for ``gumbel``, whose draft is the Gumbel-max with the noise the
 target shares. Every random number is keyed by (seed, position), so a draft
 never depends on timing.
 
+Nor on history: llama.cpp's logits depend slightly on how a sequence was split
+into decode calls, and a draft sampled from q can flip with them. So the drafter
+evaluates on one schedule only: ``begin(context)`` evaluates ``context[:-1]`` in
+one call from position 0 (``prefill`` does the same ahead of time, while the
+cloud works on the first token), and every later call evaluates what the
+generation's own verdicts leave pending. The KV of a context is reused by the
+next generation only when that generation's context[:-1] is the very sequence
+that was evaluated, so an earlier generation never changes a later one's drafts.
+
 The logits row is read zero-copy from llama.cpp and handed straight to the C
 kernel; no dense row is ever copied into Python.
 """
@@ -64,6 +73,7 @@ class Drafter:
     tokens: list[int] = field(default_factory=list)
     stats: DrafterStats = field(default_factory=DrafterStats)
     _n_kv: int = 0  # tokens[:_n_kv] are in the KV cache; always < len(tokens)
+    _base: tuple[int, ...] = ()  # evaluated in one call from position 0; its KV is intact
 
     def __post_init__(self) -> None:
         if self.scheme is Scheme.GREEDY and not self.params.greedy:
@@ -91,17 +101,34 @@ class Drafter:
     def vocab_size(self) -> int:
         return self.ctx.vocab_size
 
+    def prefill(self, prompt: list[int]) -> None:
+        """Evaluate a prompt ahead of ``begin(prompt + [first token])``, on the same
+        schedule begin would use (one call), so the drafts are the same either way."""
+        if not prompt:
+            raise ConfigError("the drafter needs at least one context token")
+        self._evaluate_base(tuple(prompt))
+        self.tokens = list(prompt)
+
     def begin(self, tokens: list[int], seed: int) -> None:
         """Start a generation whose known context (prompt and decided tokens) is tokens."""
         if not tokens:
             raise ConfigError("the drafter needs at least one context token")
         self.seed = seed
-        common = 0
-        while common < min(self._n_kv, len(tokens) - 1) and self.tokens[common] == tokens[common]:
-            common += 1  # reuse the KV of a shared prefix (same prompt, next generation)
-        self.ctx.truncate(common)
-        self._n_kv = common
+        if len(tokens) > 1:
+            self._evaluate_base(tuple(tokens[:-1]))
+        else:
+            self.ctx.truncate(0)
+            self._n_kv, self._base = 0, ()
         self.tokens = list(tokens)
+
+    def _evaluate_base(self, base: tuple[int, ...]) -> None:
+        if self._base == base and self._n_kv >= len(base):
+            self.ctx.truncate(len(base))  # the same sequence, evaluated the same way: reuse it
+        else:
+            self.ctx.truncate(0)
+            self.ctx.decode(list(base), 0)
+            self.stats.forwards += 1
+        self._n_kv, self._base = len(base), base
 
     def draft(self, n: int) -> list[DraftToken]:
         """Draft n tokens after the current tail (which stays assumed until rollback)."""
@@ -151,6 +178,8 @@ class Drafter:
         if self._n_kv > position - 1:
             self._n_kv = position - 1
             self.ctx.truncate(self._n_kv)
+            if self._n_kv < len(self._base):
+                self._base = ()
 
     def push(self, token: int) -> None:
         """Append a token decided by the verifier (a correction or a bonus)."""

@@ -167,3 +167,30 @@ def test_wrong_vocabulary_and_garbage_get_clear_errors(smollm2, backend):
     assert err.code.name == "VOCAB_MISMATCH" and "eos token id 7 vs 2" in err.message
     err = asyncio.run(raw(b"\x05\x00\x00\x00garbage"))
     assert err.code.name == "PROTOCOL"
+
+
+def test_a_seeded_generation_does_not_depend_on_the_generations_before(smollm2, backend):
+    """llama.cpp's logits depend on how a sequence was split into decode calls, and
+    a draft sampled from q can flip with them; the drafter keeps one schedule, so
+    the order of generations on a connection never changes their tokens."""
+    from picospec.bench.prompts import prompt_set
+
+    d = drafter(smollm2, 0.7, Scheme.SPARSE_Q)
+    w = d.ctx.weights
+    prompts = [w.tokenize(w.chat_prompt(text)) for _, text in prompt_set(1)]
+
+    async def run():
+        async with cloud(backend) as c:
+            client = EdgeClient(d)
+            await asyncio.wait_for(client.connect(*c.address, c.tls, token=TOKEN), 20)
+            seen, differ = {}, []
+            for order in (("sync", "pipeline"), ("pipeline", "sync")):
+                for i, prompt in enumerate(prompts):
+                    for mode in order:
+                        r = await client.generate(prompt, seed=1 + i, mode=mode, max_new_tokens=64)
+                        if seen.setdefault((i, mode), r.token_ids) != r.token_ids:
+                            differ.append((order, i, mode))
+            await client.close()
+            return differ
+
+    assert asyncio.run(run()) == []
