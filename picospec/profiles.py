@@ -46,7 +46,8 @@ class EdgeProfile:
     draft_ms: float
     """One drafter step (one drafted token), as the edge loop experiences it."""
     prefill_ms: float = 0.0
-    """The drafter evaluating the prompt once at the start of a generation."""
+    """The drafter evaluating the prompt, from the request on (while the cloud
+    computes the first token)."""
     source: str = ""
     """Where the figures come from."""
     kind: str = field(default="edge", init=False)

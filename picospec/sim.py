@@ -250,8 +250,9 @@ class _Engine:
         if not self.inflight:  # the prefill's token, or a cloud-only token
             self.commit(1)
             if self.prefill_due and self.s.mode != "cloud-only":
+                # the drafter's prompt forward started with the request
                 self.prefill_due = False
-                self.edge_prefill_left = self.edge_p.prefill_ms / 1e3
+                self.edge_prefill_left = max(0.0, self.edge_p.prefill_ms / 1e3 - self.now)
             return
         block = self.inflight.popleft()
         self.result.rounds += 1

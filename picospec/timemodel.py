@@ -23,9 +23,11 @@ token (the correction, or in ``sync`` the bonus):
   RTT delays only the first).
 * ``edge-only``: one drafter step per token.
 
-A generation's time adds the time to first token (RTT + the target's prefill)
-and the drafter's prefill to tokens / rate, so short generations are predicted
-as measured: tokens over wall time from the request.
+A generation's time adds the time to first token (RTT + the target's prefill;
+the drafter evaluates the prompt meanwhile, and only what it takes longer
+counts) and, in ``pipeline``, the filling of the pipeline (one serial round in
+place of a steady-state block) to tokens / rate, so short generations are
+predicted as measured: tokens over wall time from the request.
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ def predict(
     else:
         r = reach(accept)
         t_draft = gamma * costs.draft
-        startup = costs.rtt + costs.prefill + costs.draft_prefill
+        # the drafter evaluates the prompt while the cloud computes the first token
+        startup = max(costs.rtt + costs.prefill, costs.draft_prefill)
         if mode == "sync":
             tokens = sum(r)
             seconds = t_draft + costs.rtt + costs.forward(gamma + 1) + costs.round_overhead
@@ -135,6 +138,10 @@ def predict(
             full = r[gamma]
             tokens = full * gamma + sum((j + 1) * r[j] * (1 - accept[j]) for j in range(gamma))
             seconds = full * block + (1 - full) * serial
+            # every run of accepted blocks opens with a serial round; the steady state
+            # charges that to the miss that ends the run, but the generation's last run
+            # ends without one, so a generation pays one serial round more
+            startup += serial - block
     steady = tokens / seconds
     if n_tokens <= 0:
         return Prediction(steady, steady, tokens, seconds)
