@@ -45,5 +45,7 @@ cmake=$(command -v cmake || echo .venv/bin/cmake)
 .venv/bin/ruff check .
 .venv/bin/mypy codec edge cloud picospec
 .venv/bin/picospec models prepare --pair smollm2
+# The torch, ONNX Runtime and benchmark tests skip without their libraries; here they must run.
+.venv/bin/python -c "import torch, transformers, gguf, onnxruntime_genai, onnxscript, scipy, matplotlib"
 # CI must exercise the C extension and the real models: refuse to fall back or skip.
 PICOSPEC_KERNELS=native PICOSPEC_REQUIRE_MODELS=1 .venv/bin/pytest -q

@@ -76,7 +76,7 @@ class Plan:
     prompts_per_style: int = 1
     repeats: int = 2
     max_tokens: int = 64
-    exactness_n: int = 300
+    exactness_n: int = 200
     """Generations per (scheme, temperature) in the exactness report; 0 skips it."""
     exactness_temperatures: tuple[float, ...] = (0.7, 1.0)
 

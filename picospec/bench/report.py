@@ -426,9 +426,9 @@ def markdown(
     base = _base(result)
     parts = [
         "# Results: edge-cloud speculative decoding on this machine",
-        f"Regenerate with `{COMMAND}` (about {result['seconds'] / 60:.0f} minutes here); "
-        "`picospec bench e2e --quick` is the three-minute smoke version. Every number below "
-        "was measured by that command in one run, except the columns labelled *model* or "
+        f"Regenerate with `{COMMAND}` ({result['seconds'] / 60:.1f} minutes here); "
+        "`picospec bench e2e --quick` is the smoke version (under three minutes). Every number "
+        "below was measured by that command in one run, except the columns labelled *model* or "
         "*simulated*, and the projection section, whose inputs are labelled.",
         f"**Machine:** {m['cpu']}, {m['cores']} cores, no GPU; Python {m['python']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
