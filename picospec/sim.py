@@ -99,6 +99,11 @@ class Scenario:
     block_bytes_per_token: float = 3.0
     """A DraftBlock's bytes per drafted token (ids; q or q(x) with the scheme)."""
     verdict_bytes: float = 30.0
+    abandon_on_rejection: bool = False
+    """A what-if, not the runtime's behaviour: a rejection that arrives while the
+    drafter is busy stops the token in progress at once. The runtime applies
+    messages between tokens (a llama.cpp decode cannot be interrupted), so a
+    rejection waits for the current step; this switch measures what that costs."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -180,6 +185,8 @@ class _Engine:
         self.correction_pending = False  # split: the next block carries the edge's correction
         self.prefill_due = True
         self.edge_prefill_left = 0.0  # the drafter's prompt forward, paid by its first step
+        self.step_id = 0  # the drafter step in progress; an abandoned one is ignored
+        self.step_end = 0.0
         # cloud
         self.cloud_epoch = 0
         self.queue: deque[_Block] = deque()
@@ -238,11 +245,19 @@ class _Engine:
             self.result.n_tokens = self.committed
 
     def edge_receive(self, v: _Verdict) -> None:
-        if self.drafting:
+        if self.drafting and not (self.s.abandon_on_rejection and self._voids(v)):
             self.inbox.append(v)
-        else:
-            self.edge_apply(v)
-            self.edge_next()
+            return
+        if self.drafting:  # the what-if: stop the step in progress
+            self.step_id += 1
+            self.drafting = False
+            self.result.edge_busy -= self.step_end - self.now
+        self.edge_apply(v)
+        self.edge_next()
+
+    def _voids(self, v: _Verdict) -> bool:
+        """The verdict rolls the drafter back (a rejection of the oldest block)."""
+        return v.epoch == self.epoch and bool(self.inflight) and v.accepted < self.inflight[0].n
 
     def edge_apply(self, v: _Verdict) -> None:
         if self.done or v.epoch < self.epoch:
@@ -275,9 +290,13 @@ class _Engine:
         self.edge_prefill_left = 0.0
         self.drafting = True
         self.result.edge_busy += cost
-        self.at(self.now + cost, self.edge_token_done)
+        self.step_end = self.now + cost
+        step = self.step_id
+        self.at(self.step_end, lambda: self.edge_token_done(step))
 
-    def edge_token_done(self) -> None:
+    def edge_token_done(self, step: int) -> None:
+        if step != self.step_id:
+            return  # abandoned
         self.drafting = False
         self.partial += 1
         n = self.want()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from picospec.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile
@@ -117,20 +118,25 @@ def scenario_of(run: dict[str, Any]) -> Scenario:
     )
 
 
-def simulate_run(run: dict[str, Any], sweep: dict[str, float]) -> float:
-    """The simulator's tok/s for the run: its trace replayed with its own costs."""
+def simulate_run(run: dict[str, Any], sweep: dict[str, float], *, abandon: bool = False) -> float:
+    """The simulator's tok/s for the run: its trace replayed with its own costs
+    (abandon: the what-if where a rejection stops the drafter step in progress)."""
     edge, link, cloud = profiles_of(run, sweep)
     fallback = IidAcceptance(run["accept_per_position"] or [0.0], seed=run["seed"])
     trace = TraceAcceptance([tuple(b) for b in run["blocks"]], fallback=fallback)
-    return simulate(scenario_of(run), edge, link, cloud, trace).tok_per_s
+    scenario = replace(scenario_of(run), abandon_on_rejection=abandon)
+    return simulate(scenario, edge, link, cloud, trace).tok_per_s
 
 
 def annotate(result: dict[str, Any]) -> None:
-    """Add model_tok_per_s and sim_tok_per_s to every run of a bench e2e result."""
+    """Add model_tok_per_s and sim_tok_per_s to every run of a bench e2e result, and
+    for pipeline runs sim_abandon_tok_per_s (the what-if of ``abandon_on_rejection``)."""
     sweep = result["forward_ms_by_size"]
     for run in result["runs"]:
         run["model_tok_per_s"] = predict_run(run, sweep)
         run["sim_tok_per_s"] = simulate_run(run, sweep)
+        if run["mode"] == "pipeline":
+            run["sim_abandon_tok_per_s"] = simulate_run(run, sweep, abandon=True)
 
 
 KEY = ("scheme", "rtt_ms", "rate_mbit", "gamma", "depth", "mode")
@@ -292,3 +298,26 @@ def project(
                 row[f"pipeline_d{d}_vs_sync"] = pipe / sync
             rows.append(row)
     return rows
+
+
+def acceptance_for(
+    speedup: float, regime: str, *, gamma: int = 4, depth: int = 2, n_tokens: int = 256
+) -> float | None:
+    """The per-position acceptance at which the simulated pipeline reaches speedup x
+    cloud-only in a regime (bisection; None when even full acceptance falls short)."""
+    e, lk, c = REGIMES[regime]
+    edge, link, cloud = BUILTIN[e], BUILTIN[lk], BUILTIN[c]
+    assert isinstance(edge, EdgeProfile) and isinstance(link, LinkProfile)
+    assert isinstance(cloud, CloudProfile)
+
+    def ratio(alpha: float) -> float:
+        rate = _simulated_rate(edge, link, cloud, [alpha] * gamma, gamma, n_tokens, 4)
+        return rate("pipeline", depth) / rate("cloud-only", 1)
+
+    lo, hi = 0.0, 1.0
+    if ratio(hi) < speedup:
+        return None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ratio(mid) < speedup else (lo, mid)
+    return hi

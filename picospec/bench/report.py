@@ -483,6 +483,7 @@ def markdown(
         model_table([r for r in rows if r["scheme"] == "greedy"]),
     ]
     parts += [f"![measured vs predicted]({f})" for f in figures if "measured_vs" in f]
+    parts.append(why(result, rows))
     if notes is not None:
         parts.append(notes(result, rows))
     sch = [
@@ -520,6 +521,7 @@ def markdown(
             "target's exact distribution given the sample's own prefix. Small p-values flag "
             "a distribution that is not p.",
             exactness_table(ex),
+            exactness_notes(ex),
         ]
     if "projection" in result:
         parts += [
@@ -533,8 +535,145 @@ def markdown(
             "(SmolLM2 Q2_K vs Q4_1) or is set to a fixed rate; the paper's model pairs "
             "were not run here. For reference, not as a measured column: " + PAPER + ".",
             projection_table(result["projection"]),
+            projection_notes(result),
         ]
     return "\n\n".join(parts) + "\n"
+
+
+def _mean(xs: Iterable[float]) -> float:
+    xs = list(xs)
+    return statistics.fmean(xs) if xs else float("nan")
+
+
+def why(result: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Where the closed form and the measurements part, and why, from this run's data."""
+    runs = result["runs"]
+
+    def ratio(mode: str, field: str) -> float:
+        return _mean(r["tok_per_s"] / r[field] for r in runs if r["mode"] == mode and r.get(field))
+
+    pipe = [r for r in runs if r["mode"] == "pipeline"]
+    worst = sorted(pipe, key=lambda r: r["tok_per_s"] / r["model_tok_per_s"])[:3]
+    cloud = [r for r in runs if r["mode"] == "cloud-only"]
+    wall = _mean((r["seconds"] * 1e3 - r["ttft_ms"]) / max(r["n_tokens"] - 1, 1) for r in cloud)
+    fwd1 = _mean(statistics.median(r["forward_ms"]["1"]) for r in cloud if "1" in r["forward_ms"])
+    edge_alone = _mean(r["draft_ms"] for r in runs if r["mode"] == "edge-only")
+    edge_busy = _mean(r["draft_ms"] for r in runs if r["mode"] in ("sync", "pipeline"))
+    model_vs_abandon = _mean(
+        r["model_tok_per_s"] / r["sim_abandon_tok_per_s"]
+        for r in pipe
+        if r.get("sim_abandon_tok_per_s")
+    )
+    worst_text = ", ".join(
+        f"{r['tok_per_s'] / r['model_tok_per_s']:.2f} at RTT {r['rtt_ms']:g} ms, depth {r['depth']}"
+        for r in worst
+    )
+    lines = [
+        "### Why the model and the measurements differ",
+        f"- **sync** is measured at {ratio('sync', 'model_tok_per_s'):.2f}x the model on "
+        "average: every round is serial, so the closed form is the protocol.",
+        f"- **pipeline** is measured at {ratio('pipeline', 'model_tok_per_s'):.2f}x the model "
+        f"(worst: {worst_text}). "
+        "The simulator, which follows the edge loop token by token, is at "
+        f"{ratio('pipeline', 'sim_tok_per_s'):.2f}x. The difference is one thing the closed "
+        "form leaves out: the edge applies a verdict only between drafter steps (a llama.cpp "
+        "decode cannot be interrupted), so with depth >= 2 the drafter is nearly always busy "
+        "and every rejection waits for the step in progress before the drafter rolls back. "
+        "Simulating the same traces with that wait removed (`abandon_on_rejection`, a what-if) "
+        f"gives tok/s within {abs(model_vs_abandon - 1):.1%} of the closed form on average. "
+        "The gap is largest at low RTT, where a serial round is short and the wait is a "
+        "larger share of it.",
+        f"- **cloud-only** is measured at {ratio('cloud-only', 'model_tok_per_s'):.2f}x the "
+        f"model: a token takes {wall:.1f} ms of wall time against {fwd1:.1f} ms for the forward "
+        "and its transform; the rest is the hop from the model thread to the event loop and "
+        "back for every token (the verdict is framed and sent between steps).",
+        f"- The drafter step costs {edge_alone:.1f} ms alone (edge-only, whose step also "
+        f"transforms the whole vocabulary) and {edge_busy:.1f} ms while the verifier runs on "
+        "the other core (sync, pipeline): the two threads do not slow each other much, so "
+        "contention is not what limits the pipeline here; the drafter's speed is. The Q2_K "
+        "drafter is the target's own weights at lower precision, the same network, so one of "
+        "its steps costs about as much as a target decode step: pipelined throughput cannot "
+        "exceed the drafter's own rate (DESIGN.md section 3), and that rate is the target's.",
+    ]
+    return "\n".join(lines)
+
+
+def exactness_notes(ex: dict[str, Any]) -> str:
+    """Which schemes the tests flag, at a threshold corrected for the tests per scheme."""
+    by: dict[str, list[float]] = {}
+    for r in ex["rows"]:
+        for p in r["positions"]:
+            for key in ("p_value", "pit_p_value"):
+                if key in p:
+                    by.setdefault(r["scheme"], []).append(p[key])
+    threshold = 0.05 / max(len(v) for v in by.values())
+    lines = [
+        f"Each scheme gets up to {max(len(v) for v in by.values())} p-values; one below "
+        f"{threshold:.4f} (0.05 shared among them) flags it:"
+    ]
+    for scheme, ps in by.items():
+        verdict = "flagged: not distributed as p" if min(ps) < threshold else "consistent with p"
+        lines.append(f"- `{scheme}`: lowest p-value {min(ps):.4f}, {verdict}.")
+    split = [r for r in ex["rows"] if r["scheme"] == "split"]
+    if split:
+        mass = ", ".join(f"{r['truncated_mass_mean']:.2f} at T {r['temperature']:g}" for r in split)
+        lines.append(
+            "`split` sends p's top-K at a rejection and the edge samples the residual from "
+            "it. Without top-k sampling, p's support is the whole vocabulary, so every "
+            f"residual here came from a truncated p (mean mass left out per rejection: {mass}); "
+            "the runtime marks each such verdict inexact (`exact` is NO in the scheme table)."
+        )
+    exact = [s for s in ("sparse-q", "gumbel") if s in by]
+    if exact:
+        agree = all(min(by[s]) >= threshold for s in exact)
+        lines.append(
+            f"{' and '.join(f'`{s}`' for s in exact)} are exact by construction; "
+            + ("these tests agree." if agree else "**these tests disagree: investigate.**")
+        )
+    return "\n".join(lines)
+
+
+def projection_notes(result: dict[str, Any]) -> str:
+    """What the projection says, with the acceptance the paper's headline would need."""
+    lines = ["What the simulator predicts, and why:"]
+    for regime, (e, _lk, c) in analysis.REGIMES.items():
+        edge, cloud = analysis.BUILTIN[e], analysis.BUILTIN[c]
+        ceiling = 1e3 / edge.draft_ms  # type: ignore[union-attr]
+        decode = 1e3 / cloud.verify_ms[0]  # type: ignore[union-attr]
+        need = analysis.acceptance_for(2.9, regime)
+        need2 = analysis.acceptance_for(2.0, regime)
+        lines.append(
+            f"- **{regime}**: cloud-only decodes {decode:.1f} tok/s and the drafter drafts "
+            f"{ceiling:.1f} tok/s, so no pipeline can exceed {ceiling / decode:.1f}x cloud-only. "
+            "Each rejection costs a serial round (drafting a block, the round trip and a "
+            "verify). The simulated pipeline (gamma 4, depth 2) reaches 2.0x cloud-only at "
+            + (f"{need2:.2f}" if need2 is not None else "no")
+            + " acceptance per position and "
+            + (
+                f"2.9x (the paper's headline) at {need:.3f}."
+                if need is not None
+                else "cannot reach 2.9x (the paper's headline) at any acceptance."
+            )
+        )
+    proj = result["projection"]
+    vs_sync = [r["pipeline_d2_vs_sync"] for r in proj]
+    full = analysis.project({"every draft accepted": [1.0] * 4}, seeds=1)
+    best = max(r["pipeline_d2_vs_sync"] for r in full)
+    deeper = sum(r["pipeline_d3"] <= r["pipeline_d2"] for r in proj)
+    lines.append(
+        f"- Against stop-and-wait the simulated pipeline gains {min(vs_sync):.2f}x to "
+        f"{max(vs_sync):.2f}x in these rows, and at most {best:.2f}x even when every draft is "
+        "accepted: with these timings a stop-and-wait round (draft, round trip, verify) is "
+        "only about twice a pipelined block, and stop-and-wait also earns a bonus token per "
+        "round. The paper's 1.9-2.6x over stop-and-wait therefore needs other timings or a "
+        "slower stop-and-wait baseline than this one, whose messages are a few bytes per token."
+    )
+    lines.append(
+        f"- Depth 3 is no faster than depth 2 in {deeper} of {len(proj)} rows: the drafter "
+        "is the bottleneck, so more blocks in flight add only drafts that a rejection throws "
+        "away, and the rejection waits for the drafter step in progress."
+    )
+    return "\n".join(lines)
 
 
 def _ratio(result: dict[str, Any], n: int) -> float:
@@ -588,7 +727,7 @@ def _acceptance_profiles(result: dict[str, Any]) -> dict[str, list[float]]:
     if blocks:
         measured = per_position(blocks, gamma)
         out["measured here: " + "/".join(f"{a:.2f}" for a in measured)] = measured
-    for alpha in (0.6, 0.8, 0.9):
+    for alpha in (0.6, 0.8, 0.9, 0.95):
         out[f"{alpha:.1f} per position"] = [alpha] * gamma
     return out
 
