@@ -125,3 +125,10 @@ def test_report_load_refuses_other_files(tmp_path):
     other.write_text('{"kind": "something else"}')
     with pytest.raises(ConfigError, match="not a `picospec bench e2e` result"):
         report.load(other)
+
+
+def test_projection_needs_more_acceptance_for_more_speedup():
+    regime = next(iter(analysis.REGIMES))
+    low, high = analysis.acceptance_for(1.5, regime), analysis.acceptance_for(2.5, regime)
+    assert low is not None and high is not None and 0 < low < high < 1
+    assert analysis.acceptance_for(50.0, regime) is None  # beyond the drafter's own rate

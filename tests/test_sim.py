@@ -91,3 +91,17 @@ def test_bad_scenarios_are_refused():
         Scenario("sync", 0)
     with pytest.raises(ConfigError, match="probabilities"):
         IidAcceptance([1.5])
+
+
+def test_abandoning_the_step_in_progress_only_matters_after_a_rejection():
+    sc = dict(gamma=4, depth=3, **QUIET)
+    slow_edge = EdgeProfile("e", draft_ms=15.0)
+
+    def rate(accept, abandon):
+        scenario = Scenario("pipeline", 200, abandon_on_rejection=abandon, **sc)
+        return simulate(scenario, slow_edge, link(10), CLOUD, IidAcceptance(accept, seed=2))
+
+    assert rate([1.0], False).seconds == rate([1.0], True).seconds
+    waits, abandons = rate([0.7], False), rate([0.7], True)
+    assert abandons.blocks == waits.blocks  # the same decisions, made sooner
+    assert abandons.seconds < waits.seconds

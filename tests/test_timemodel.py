@@ -71,3 +71,12 @@ def test_bad_input_is_refused():
         Costs(draft=0.1, verify=(), rtt=0.0)
     with pytest.raises(ConfigError, match="rtt"):
         Costs(draft=0.1, verify=(0.1,), rtt=-1)
+
+
+def test_a_pipelined_generation_pays_one_filling_round():
+    serial = 4 * 0.006 + 0.050 + 0.022
+    block = max(4 * 0.006, 0.022, serial / 3)
+    steady = 4 / block
+    got = predict("pipeline", [1.0] * 4, COSTS, depth=3, n_tokens=41).tok_per_s
+    startup = 0.050 + (serial - block)  # first token, then the first block's serial round
+    assert got == pytest.approx(41 / (startup + 40 / steady))
