@@ -703,8 +703,7 @@ def write(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     analysis.annotate(result)
-    if "projection" not in result:
-        result["projection"] = analysis.project(_acceptance_profiles(result))
+    result["projection"] = analysis.project(_acceptance_profiles(result))
     rows = analysis.aggregate(result["runs"])
     figures = plots(result, rows, out / "plots")
     (out / "e2e.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -728,7 +727,7 @@ def _acceptance_profiles(result: dict[str, Any]) -> dict[str, list[float]]:
         measured = per_position(blocks, gamma)
         out["measured here: " + "/".join(f"{a:.2f}" for a in measured)] = measured
     for alpha in (0.6, 0.8, 0.9, 0.95):
-        out[f"{alpha:.1f} per position"] = [alpha] * gamma
+        out[f"{alpha:g} per position"] = [alpha] * gamma
     return out
 
 
