@@ -17,12 +17,84 @@ sampling transform (a GPU backend overrides it to do that on the device).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from picospec.codec import ops
+from picospec.codec.errors import ConfigError
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.vocab import VocabFingerprint
+
+T = TypeVar("T")
+
+
+class Sessions(Generic[T]):
+    """A backend's per-session state, with the checks every backend makes: a
+    session opens once, there are at most ``limit`` at a time, an unknown one is
+    refused by name, and closing twice is harmless."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ConfigError(f"a backend serves at least one session, got max_sessions={limit}")
+        self.limit = limit
+        self._items: dict[int, T] = {}
+
+    def open(self, session: int, make: Callable[[], T]) -> T:
+        if session in self._items:
+            raise ConfigError(f"session {session} is already open")
+        if len(self._items) >= self.limit:
+            raise ConfigError(f"the backend serves at most {self.limit} sessions at once")
+        item = self._items[session] = make()
+        return item
+
+    def close(self, session: int) -> T | None:
+        return self._items.pop(session, None)
+
+    def __getitem__(self, session: int) -> T:
+        try:
+            return self._items[session]
+        except KeyError:
+            raise ConfigError(f"unknown session {session}") from None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def check_forward(
+    session: int,
+    start: int,
+    length: int,
+    tokens: list[int],
+    n_out: int | None,
+    *,
+    vocab_size: int,
+    capacity: int,
+    most: int | None = None,
+) -> int:
+    """The checks of ``Backend.forward`` every backend makes; returns n_out resolved
+    (None: every token). length: the tokens the session holds; capacity: the most it
+    may hold; most: a backend's own bound on n_out."""
+    if not tokens:
+        raise ConfigError("a forward needs at least one token")
+    n = len(tokens) if n_out is None else n_out
+    top = len(tokens) if most is None else min(len(tokens), most)
+    if not 1 <= n <= top:
+        bound = f"{len(tokens)}" if most is None else f"min({len(tokens)}, {most})"
+        raise ConfigError(f"n_out must be in 1..{bound}, got {n}")
+    if start != length:
+        raise ConfigError(
+            f"session {session} holds {length} tokens; a forward must start there, not at {start}"
+        )
+    if start + len(tokens) > capacity:
+        raise ConfigError(
+            f"context full: {start + len(tokens)} tokens > {capacity}, the most a session holds"
+        )
+    bad = [t for t in tokens if not 0 <= t < vocab_size]
+    if bad:
+        raise ConfigError(f"token id(s) {bad[:4]} outside the vocabulary of {vocab_size}")
+    return n
 
 
 class Backend(ABC):

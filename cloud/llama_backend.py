@@ -10,15 +10,22 @@ isolation and simple rollback at the price of one compute buffer per session.)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from picospec.codec.errors import ConfigError
 from picospec.codec.vocab import VocabFingerprint
 from picospec.llamacpp import LlamaContext, LlamaWeights
 
-from .backend import Backend
+from .backend import Backend, Sessions, check_forward
+
+
+@dataclass
+class _Slot:
+    ctx: LlamaContext
+    length: int = 0
+    """Tokens in the session's KV."""
 
 
 class LlamaBackend(Backend):
@@ -36,7 +43,7 @@ class LlamaBackend(Backend):
         self.n_ctx = n_ctx
         self.threads = threads
         self.max_sessions = max_sessions
-        self._contexts: dict[int, LlamaContext] = {}
+        self._slots: Sessions[_Slot] = Sessions(max_sessions)
 
     def fingerprint(self) -> VocabFingerprint:
         return self.weights.vocab_fingerprint
@@ -45,40 +52,45 @@ class LlamaBackend(Backend):
         return self.weights.is_end(token)
 
     def open(self, session: int) -> None:
-        if session in self._contexts:
-            raise ConfigError(f"session {session} is already open")
-        if len(self._contexts) >= self.max_sessions:
-            raise ConfigError(f"the backend serves at most {self.max_sessions} sessions at once")
-        self._contexts[session] = LlamaContext(
-            self.weights, n_ctx=self.n_ctx, n_batch=min(512, self.n_ctx), threads=self.threads
+        n_batch = min(512, self.n_ctx)
+        self._slots.open(
+            session,
+            lambda: _Slot(
+                LlamaContext(self.weights, n_ctx=self.n_ctx, n_batch=n_batch, threads=self.threads)
+            ),
         )
 
     def close(self, session: int) -> None:
-        ctx = self._contexts.pop(session, None)
-        if ctx is not None:
-            ctx.close()
-
-    def _ctx(self, session: int) -> LlamaContext:
-        try:
-            return self._contexts[session]
-        except KeyError:
-            raise ConfigError(f"unknown session {session}") from None
+        slot = self._slots.close(session)
+        if slot is not None:
+            slot.ctx.close()
 
     def forward(
         self, session: int, start: int, tokens: list[int], n_out: int | None = None
     ) -> np.ndarray:
-        ctx = self._ctx(session)
-        n_out = len(tokens) if n_out is None else n_out
-        if not 1 <= n_out <= min(len(tokens), ctx.n_batch):
-            raise ConfigError(f"n_out must be in 1..min({len(tokens)}, {ctx.n_batch}), got {n_out}")
+        slot = self._slots[session]
+        ctx = slot.ctx
+        n_out = check_forward(
+            session,
+            start,
+            slot.length,
+            tokens,
+            n_out,
+            vocab_size=self.vocab_size,
+            capacity=ctx.n_ctx,
+            most=ctx.n_batch,
+        )
         head, tail = tokens[: len(tokens) - n_out], tokens[len(tokens) - n_out :]
         if head:
             ctx.decode(head, start)
         ctx.decode(tail, start + len(head), all_logits=True)
+        slot.length = start + len(tokens)
         out = np.empty((n_out, self.vocab_size), dtype=np.float32)
         for i in range(n_out):
             out[i] = ctx.logits(i)
         return out
 
     def truncate(self, session: int, position: int) -> None:
-        self._ctx(session).truncate(position)
+        slot = self._slots[session]
+        slot.ctx.truncate(position)
+        slot.length = min(slot.length, position)

@@ -33,7 +33,7 @@ import numpy as np
 from picospec.codec.errors import ConfigError, PicospecError
 from picospec.codec.vocab import VocabFingerprint
 
-from .backend import Backend
+from .backend import Backend, Sessions, check_forward
 from .hf_vocab import LlamaVocab, read_json
 
 PROVIDERS = ("cpu", "cuda")
@@ -101,7 +101,7 @@ class OrtGenAIBackend(Backend):
         ).with_specials(**(specials or {}))
         self._og = og
         self._model = _load_model(og, path, provider, threads)
-        self._generators: dict[int, Any] = {}
+        self._generators: Sessions[Any] = Sessions(max_sessions)
 
     def fingerprint(self) -> VocabFingerprint:
         return self.vocab.fingerprint
@@ -110,39 +110,30 @@ class OrtGenAIBackend(Backend):
         return token in self.vocab.end_ids
 
     def open(self, session: int) -> None:
-        if session in self._generators:
-            raise ConfigError(f"session {session} is already open")
-        if len(self._generators) >= self.max_sessions:
-            raise ConfigError(f"the backend serves at most {self.max_sessions} sessions at once")
-        params = self._og.GeneratorParams(self._model)
-        params.set_search_options(max_length=self.n_ctx)
-        self._generators[session] = self._og.Generator(self._model, params)
+        def generator() -> Any:
+            params = self._og.GeneratorParams(self._model)
+            params.set_search_options(max_length=self.n_ctx)
+            return self._og.Generator(self._model, params)
+
+        self._generators.open(session, generator)
 
     def close(self, session: int) -> None:
-        self._generators.pop(session, None)
-
-    def _generator(self, session: int) -> Any:
-        try:
-            return self._generators[session]
-        except KeyError:
-            raise ConfigError(f"unknown session {session}") from None
+        self._generators.close(session)
 
     def forward(
         self, session: int, start: int, tokens: list[int], n_out: int | None = None
     ) -> np.ndarray:
-        gen = self._generator(session)
-        n_out = len(tokens) if n_out is None else n_out
-        if not 1 <= n_out <= len(tokens):
-            raise ConfigError(f"n_out must be in 1..{len(tokens)}, got {n_out}")
-        length = int(gen.token_count())
-        if start != length:
-            raise ConfigError(
-                f"session {session} holds {length} tokens; a forward must start there, "
-                f"not at {start}"
-            )
-        if start + len(tokens) > self.n_ctx:
-            raise ConfigError(f"context full: {start + len(tokens)} tokens > n_ctx {self.n_ctx}")
-        ids = _token_array(tokens, self.vocab_size)
+        gen = self._generators[session]
+        n_out = check_forward(
+            session,
+            start,
+            int(gen.token_count()),
+            tokens,
+            n_out,
+            vocab_size=self.vocab_size,
+            capacity=self.n_ctx,
+        )
+        ids = np.asarray(tokens, dtype=np.int32)  # checked by check_forward
         try:
             gen.append_tokens(ids)
             logits = np.asarray(gen.get_output("logits"))
@@ -156,7 +147,7 @@ class OrtGenAIBackend(Backend):
         return np.array(logits.reshape(len(tokens), self.vocab_size)[-n_out:], dtype=np.float32)
 
     def truncate(self, session: int, position: int) -> None:
-        gen = self._generator(session)
+        gen = self._generators[session]
         if position < 0:
             raise ConfigError(f"cannot truncate to a negative position ({position})")
         if position < int(gen.token_count()):
@@ -175,16 +166,6 @@ def _load_model(og: Any, path: Path, provider: str, threads: int | None) -> Any:
         return og.Model(config)
     except RuntimeError as e:
         raise OrtError(f"onnxruntime-genai could not load {path} on {provider}: {e}") from e
-
-
-def _token_array(tokens: list[int], vocab_size: int) -> np.ndarray:
-    ids = np.asarray(tokens, dtype=np.int64)
-    if ids.ndim != 1 or ids.size == 0:
-        raise ConfigError("a forward needs a non-empty list of token ids")
-    bad = (ids < 0) | (ids >= vocab_size)
-    if bad.any():
-        raise ConfigError(f"token {int(ids[bad][0])} is outside the vocabulary of {vocab_size}")
-    return ids.astype(np.int32)
 
 
 def _as_list(value: Any) -> list[int]:

@@ -45,7 +45,7 @@ from picospec.codec.errors import ConfigError, PicospecError
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.vocab import VocabFingerprint
 
-from .backend import Backend
+from .backend import Backend, Sessions, check_forward
 from .hf_vocab import LlamaVocab
 
 EXTRA = "pip install -e .[torch]"
@@ -133,7 +133,7 @@ class TorchBackend(Backend):
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._keep_arg = "logits_to_keep" in params
-        self._sessions: dict[int, _Session] = {}
+        self._sessions: Sessions[_Session] = Sessions(max_sessions)
         self._last: tuple[np.ndarray, Any] | None = None  # (host rows, their device copy)
 
     # --- constructors ----------------------------------------------------------------
@@ -230,21 +230,24 @@ class TorchBackend(Backend):
         return token in self.vocab.end_ids
 
     def open(self, session: int) -> None:
-        if session in self._sessions:
-            raise ConfigError(f"session {session} is already open")
-        if len(self._sessions) >= self.max_sessions:
-            raise ConfigError(f"the backend serves at most {self.max_sessions} sessions at once")
-        self._sessions[session] = _Session(self._new_cache())
+        self._sessions.open(session, lambda: _Session(self._new_cache()))
 
     def close(self, session: int) -> None:
-        self._sessions.pop(session, None)
+        self._sessions.close(session)
 
     def forward(
         self, session: int, start: int, tokens: list[int], n_out: int | None = None
     ) -> np.ndarray:
-        s = self._session(session)
-        n_out = len(tokens) if n_out is None else n_out
-        self._check_forward(session, s, start, tokens, n_out)
+        s = self._sessions[session]
+        n_out = check_forward(
+            session,
+            start,
+            s.length,
+            tokens,
+            n_out,
+            vocab_size=self.vocab_size,
+            capacity=self.max_context,
+        )
         torch = self._torch
         kwargs: dict[str, Any] = {self._cache_arg: s.cache, "use_cache": True}
         if self._keep_arg:
@@ -266,7 +269,7 @@ class TorchBackend(Backend):
         return host
 
     def truncate(self, session: int, position: int) -> None:
-        s = self._session(session)
+        s = self._sessions[session]
         if position < 0:
             raise ConfigError(f"cannot truncate at a negative position ({position})")
         if position >= s.length:
@@ -297,32 +300,6 @@ class TorchBackend(Backend):
         from transformers import DynamicCache
 
         return DynamicCache()
-
-    def _session(self, session: int) -> _Session:
-        try:
-            return self._sessions[session]
-        except KeyError:
-            raise ConfigError(f"unknown session {session}") from None
-
-    def _check_forward(
-        self, session: int, s: _Session, start: int, tokens: list[int], n_out: int
-    ) -> None:
-        if not tokens:
-            raise ConfigError("a forward needs at least one token")
-        if not 1 <= n_out <= len(tokens):
-            raise ConfigError(f"n_out must be in 1..{len(tokens)}, got {n_out}")
-        if start != s.length:
-            raise ConfigError(
-                f"session {session} holds KV for {s.length} positions; "
-                f"a forward must start there, not at {start}"
-            )
-        if start + len(tokens) > self.max_context:
-            raise ConfigError(
-                f"context full: {start + len(tokens)} positions > max_context {self.max_context}"
-            )
-        bad = [t for t in tokens if not 0 <= t < self.vocab_size]
-        if bad:
-            raise ConfigError(f"token id(s) {bad[:4]} outside the vocabulary of {self.vocab_size}")
 
     def _device_rows(self, logits: np.ndarray) -> Any:
         """The device copy of rows the last forward returned, else an upload of them."""

@@ -64,7 +64,7 @@ import numpy as np
 from picospec.codec.errors import ConfigError, PicospecError
 from picospec.codec.vocab import VocabFingerprint
 
-from .backend import Backend
+from .backend import Backend, Sessions, check_forward
 from .hf_vocab import LlamaVocab, read_json
 
 UNVERIFIED = (
@@ -170,7 +170,7 @@ class TrtLlmBackend(Backend):
             )
         self.engine = engine
         self._row_cache = RowCache(row_cache)
-        self._sessions: dict[int, list[int]] = {}
+        self._sessions: Sessions[list[int]] = Sessions(max_sessions)
 
     def fingerprint(self) -> VocabFingerprint:
         return self.vocab.fingerprint
@@ -179,40 +179,24 @@ class TrtLlmBackend(Backend):
         return token in self.vocab.end_ids
 
     def open(self, session: int) -> None:
-        if session in self._sessions:
-            raise ConfigError(f"session {session} is already open")
-        if len(self._sessions) >= self.max_sessions:
-            raise ConfigError(f"the backend serves at most {self.max_sessions} sessions at once")
-        self._sessions[session] = []
+        self._sessions.open(session, list)
 
     def close(self, session: int) -> None:
-        self._sessions.pop(session, None)
-
-    def _tokens(self, session: int) -> list[int]:
-        try:
-            return self._sessions[session]
-        except KeyError:
-            raise ConfigError(f"unknown session {session}") from None
+        self._sessions.close(session)
 
     def forward(
         self, session: int, start: int, tokens: list[int], n_out: int | None = None
     ) -> np.ndarray:
-        seq = self._tokens(session)
-        n_out = len(tokens) if n_out is None else n_out
-        if not 1 <= n_out <= len(tokens):
-            raise ConfigError(f"n_out must be in 1..{len(tokens)}, got {n_out}")
-        if start != len(seq):
-            raise ConfigError(
-                f"session {session} holds {len(seq)} tokens; a forward must start there, "
-                f"not at {start}"
-            )
-        if start + len(tokens) > self.max_seq_len:
-            raise ConfigError(
-                f"context full: {start + len(tokens)} tokens > max_seq_len {self.max_seq_len}"
-            )
-        for t in tokens:
-            if not 0 <= t < self.vocab_size:
-                raise ConfigError(f"token {t} is outside the vocabulary of {self.vocab_size}")
+        seq = self._sessions[session]
+        n_out = check_forward(
+            session,
+            start,
+            len(seq),
+            tokens,
+            n_out,
+            vocab_size=self.vocab_size,
+            capacity=self.max_seq_len,
+        )
         full = seq + [int(t) for t in tokens]
         logits = self.engine.context_logits(full)
         if logits.ndim != 2 or logits.shape[1] != self.vocab_size or logits.shape[0] > len(full):
@@ -225,7 +209,7 @@ class TrtLlmBackend(Backend):
         return rows
 
     def truncate(self, session: int, position: int) -> None:
-        seq = self._tokens(session)
+        seq = self._sessions[session]
         if position < 0:
             raise ConfigError(f"cannot truncate to a negative position ({position})")
         del seq[position:]

@@ -116,6 +116,21 @@ class BackendContract:
             backend.forward(108, 0, prompt)
         backend.close(108)  # closing twice is harmless
 
+    def test_a_forward_must_continue_the_sequence_with_known_tokens(self, backend, prompt):
+        backend.open(112)
+        try:
+            backend.forward(112, 0, prompt, n_out=1)
+            with pytest.raises(ConfigError, match=f"holds {len(prompt)} tokens"):
+                backend.forward(112, len(prompt) + 1, prompt[:1])
+            with pytest.raises(ConfigError, match="outside the vocabulary"):
+                backend.forward(112, len(prompt), [backend.vocab_size])
+            with pytest.raises(ConfigError, match="at least one token"):
+                backend.forward(112, len(prompt), [])
+            backend.truncate(112, 2)
+            assert backend.forward(112, 2, prompt[2:3]).shape == (1, backend.vocab_size)
+        finally:
+            backend.close(112)
+
     def test_fingerprint_describes_the_vocabulary(self, backend, prompt):
         fp = backend.fingerprint()
         assert isinstance(fp, VocabFingerprint) and fp.size == backend.vocab_size

@@ -107,7 +107,7 @@ def test_forward_must_start_at_the_kv_length(backend, prompt):
     backend.open(201)
     try:
         backend.forward(201, 0, prompt, n_out=1)
-        with pytest.raises(ConfigError, match=rf"{len(prompt)} positions.*not at 3"):
+        with pytest.raises(ConfigError, match=rf"holds {len(prompt)} tokens.*not at 3"):
             backend.forward(201, 3, [5])
         backend.truncate(201, 3)
         assert backend.forward(201, 3, [5]).shape == (1, VOCAB)
