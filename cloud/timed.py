@@ -4,7 +4,7 @@
 evaluated, seconds) together with the sampling transform that follows it, so a
 benchmark or an operator can see verify latency as the service experiences it,
 under whatever else the machine is doing. Recording is bounded (``limit``
-entries; the totals keep counting past it).
+entries).
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ class TimedBackend(Backend):
         self.limit = limit
         self.records: list[tuple[int, float]] = []
         """(tokens evaluated, seconds) per forward, the transform of its rows included."""
-        self.forwards = 0
-        self.seconds = 0.0
         self._last = -1  # the record a following ``distributions`` call belongs to
 
     def fingerprint(self) -> VocabFingerprint:
@@ -62,15 +60,12 @@ class TimedBackend(Backend):
         t0 = time.perf_counter()
         out = self.inner.distributions(logits, params)
         dt = time.perf_counter() - t0
-        self.seconds += dt
         if self._last >= 0:
             n, s = self.records[self._last]
             self.records[self._last] = (n, s + dt)
         return out
 
     def _add(self, n: int, seconds: float) -> None:
-        self.forwards += 1
-        self.seconds += seconds
         if len(self.records) < self.limit:
             self.records.append((n, seconds))
             self._last = len(self.records) - 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,18 @@ def _number(kind: str, name: str, value: object, *, positive: bool = False) -> f
         bound = "> 0" if positive else ">= 0"
         raise ConfigError(f"{kind} profile: {name} must be {bound}, got {value!r}")
     return float(value)
+
+
+def extend(table: Sequence[float], n: int) -> float:
+    """table[n - 1], a cost by size n = 1, 2, ...; past the end, linear in the last two
+    entries (a one-entry table scales with n)."""
+    if n < 1:
+        raise ConfigError(f"a forward evaluates at least one token, got {n}")
+    if n <= len(table):
+        return table[n - 1]
+    if len(table) == 1:
+        return table[0] * n
+    return table[-1] + max(0.0, table[-1] - table[-2]) * (n - len(table))
 
 
 @dataclass(frozen=True)
@@ -101,19 +114,7 @@ class CloudProfile:
 
     def forward_ms(self, n: int) -> float:
         """One forward over n tokens; past the table, linear in its last two entries."""
-        if n < 1:
-            raise ConfigError(f"a forward evaluates at least one token, got {n}")
-        table = self.verify_ms
-        if n <= len(table):
-            return table[n - 1]
-        if len(table) == 1:
-            return table[0] * n
-        slope = max(0.0, table[-1] - table[-2])
-        return table[-1] + slope * (n - len(table))
-
-    @property
-    def decode_ms(self) -> float:
-        return self.verify_ms[0]
+        return extend(self.verify_ms, n)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class LinkProfile:
     packet_overhead_bytes: int = 60
     """Bytes each message gains on the wire (UDP/IP, QUIC short header, AEAD tag, frame header)."""
     loss: float = 0.0
+    """Recorded with the profile; the simulator does not model loss."""
     source: str = ""
     kind: str = field(default="link", init=False)
 
@@ -136,12 +138,6 @@ class LinkProfile:
         _number("link", "packet_overhead_bytes", self.packet_overhead_bytes)
         if not (isinstance(self.loss, int | float) and 0 <= self.loss < 1):
             raise ConfigError(f"link profile: loss must be in [0, 1), got {self.loss!r}")
-
-    def transfer_ms(self, payload_bytes: int) -> float:
-        """One-way time of one message: half the RTT plus its serialisation."""
-        wire = payload_bytes + self.packet_overhead_bytes
-        serial = wire * 8 / (self.rate_mbit * 1e3) if self.rate_mbit else 0.0
-        return self.rtt_ms / 2 + serial
 
 
 Profile = EdgeProfile | CloudProfile | LinkProfile

@@ -125,8 +125,6 @@ class SimResult:
     """(accepted, drafted) of every verified block."""
     discarded: int = 0
     """Drafted tokens voided unverified by a rejection."""
-    cloud_busy: float = 0.0
-    edge_busy: float = 0.0
     bytes_up: int = 0
     bytes_down: int = 0
 
@@ -186,11 +184,9 @@ class _Engine:
         self.prefill_due = True
         self.edge_prefill_left = 0.0  # the drafter's prompt forward, paid by its first step
         self.step_id = 0  # the drafter step in progress; an abandoned one is ignored
-        self.step_end = 0.0
         # cloud
         self.cloud_epoch = 0
         self.queue: deque[_Block] = deque()
-        self.cloud_busy_until = 0.0
         self.cloud_working = False
         self.pending = 0  # decided tokens not yet in the target's cache
         self.kept = True  # the target's row at the next position is known
@@ -251,7 +247,6 @@ class _Engine:
         if self.drafting:  # the what-if: stop the step in progress
             self.step_id += 1
             self.drafting = False
-            self.result.edge_busy -= self.step_end - self.now
         self.edge_apply(v)
         self.edge_next()
 
@@ -289,10 +284,8 @@ class _Engine:
         cost = self.edge_p.draft_ms / 1e3 + self.edge_prefill_left
         self.edge_prefill_left = 0.0
         self.drafting = True
-        self.result.edge_busy += cost
-        self.step_end = self.now + cost
         step = self.step_id
-        self.at(self.step_end, lambda: self.edge_token_done(step))
+        self.at(self.now + cost, lambda: self.edge_token_done(step))
 
     def edge_token_done(self, step: int) -> None:
         if step != self.step_id:
@@ -322,7 +315,6 @@ class _Engine:
     def cloud_start(self) -> None:
         cost = self.cloud_p.prefill_ms / 1e3
         self.cloud_working = True
-        self.result.cloud_busy += cost
         self.at(self.now + cost, self.cloud_prefilled)
 
     def cloud_prefilled(self) -> None:
@@ -337,7 +329,6 @@ class _Engine:
 
     def cloud_decode(self) -> None:
         cost = (self.cloud_p.forward_ms(1) + self.cloud_p.round_ms) / 1e3
-        self.result.cloud_busy += cost
 
         def decoded() -> None:
             v = _Verdict(0, 0, 0, True)
@@ -364,7 +355,6 @@ class _Engine:
         if not self.queue:
             if cost:
                 self.cloud_working = True
-                self.result.cloud_busy += cost
                 self.at(self.now + cost, self.cloud_idle)
             return
         block = self.queue.popleft()
@@ -389,7 +379,6 @@ class _Engine:
                 self.pending, self.kept = 1, False
         v = _Verdict(block.epoch, block.start, a, token)
         self.cloud_working = True
-        self.result.cloud_busy += cost
 
         def verified() -> None:
             self.cloud_working = False
@@ -415,5 +404,5 @@ def simulate(
     if scenario.mode == "edge-only":
         first = edge.prefill_ms + edge.draft_ms
         seconds = (first + edge.draft_ms * (scenario.n_tokens - 1)) / 1e3
-        return SimResult(seconds, scenario.n_tokens, first / 1e3, edge_busy=seconds)
+        return SimResult(seconds, scenario.n_tokens, first / 1e3)
     return _Engine(scenario, edge, link, cloud, acceptance).run()

@@ -81,14 +81,7 @@ def simulate_modes(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise ConfigError(f"--accept takes probabilities, got {args.accept!r}") from None
         accept = (values + [values[-1]] * args.gamma)[: args.gamma]
-    costs = Costs(
-        draft=edge.draft_ms / 1e3,
-        verify=tuple(cloud.forward_ms(n) / 1e3 for n in range(1, args.gamma + 3)),
-        rtt=link.rtt_ms / 1e3,
-        prefill=cloud.prefill_ms / 1e3,
-        draft_prefill=edge.prefill_ms / 1e3,
-        round_overhead=cloud.round_ms / 1e3,
-    )
+    costs = Costs.of(edge, link, cloud, args.gamma + 2)
     rows = {}
     for mode in MODES:
         results: list[SimResult] = []

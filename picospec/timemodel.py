@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from picospec.codec.errors import ConfigError
+from picospec.profiles import CloudProfile, EdgeProfile, LinkProfile, extend
 
 MODES = ("pipeline", "sync", "cloud-only", "edge-only")
 
@@ -65,11 +66,19 @@ class Costs:
 
     def forward(self, n: int) -> float:
         """A target forward over n tokens; past the table, linear in its last two entries."""
-        v = self.verify
-        if n <= len(v):
-            return v[n - 1]
-        slope = v[-1] - v[-2] if len(v) > 1 else v[0]
-        return v[-1] + max(0.0, slope) * (n - len(v))
+        return extend(self.verify, n)
+
+    @classmethod
+    def of(cls, edge: EdgeProfile, link: LinkProfile, cloud: CloudProfile, sizes: int) -> Costs:
+        """The same costs as the simulator's profiles, in seconds (forwards up to sizes)."""
+        return cls(
+            draft=edge.draft_ms / 1e3,
+            verify=tuple(cloud.forward_ms(n) / 1e3 for n in range(1, sizes + 1)),
+            rtt=link.rtt_ms / 1e3,
+            prefill=cloud.prefill_ms / 1e3,
+            draft_prefill=edge.prefill_ms / 1e3,
+            round_overhead=cloud.round_ms / 1e3,
+        )
 
 
 def per_position(blocks: Sequence[tuple[int, int]], gamma: int) -> list[float]:
@@ -97,11 +106,14 @@ def reach(accept: Sequence[float]) -> list[float]:
 class Prediction:
     tok_per_s: float
     """Tokens per second over the whole generation (first-token latency included)."""
-    steady_tok_per_s: float
-    """Tokens per second once tokens flow (the rate without the start-up)."""
     tokens_per_round: float
     """Expected tokens a verify round emits (1 for cloud-only and edge-only)."""
     seconds_per_round: float
+
+    @property
+    def steady_tok_per_s(self) -> float:
+        """Tokens per second once tokens flow (the rate without the start-up)."""
+        return self.tokens_per_round / self.seconds_per_round
 
 
 def predict(
@@ -144,7 +156,7 @@ def predict(
             startup += serial - block
     steady = tokens / seconds
     if n_tokens <= 0:
-        return Prediction(steady, steady, tokens, seconds)
+        return Prediction(steady, tokens, seconds)
     first = 0 if mode == "edge-only" else 1  # the prefill's token arrives with the start-up
     total = startup + (n_tokens - first) / steady
-    return Prediction(n_tokens / total, steady, tokens, seconds)
+    return Prediction(n_tokens / total, tokens, seconds)

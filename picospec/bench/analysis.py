@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from picospec.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile
+from picospec.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile, extend
 from picospec.sim import IidAcceptance, Scenario, TraceAcceptance, simulate
 from picospec.timemodel import Costs, predict
 
@@ -39,8 +39,8 @@ def verify_table_ms(run: dict[str, Any], sweep: dict[str, float]) -> tuple[float
     out: list[float] = []
     for n in range(1, MAX_N + 1):
         v = own.get(n, table.get(n))
-        if v is None:  # never evaluated anywhere: extend the last known slope
-            v = out[-1] + (out[-1] - out[-2] if len(out) > 1 else out[-1]) if out else 1.0
+        if v is None:  # never evaluated anywhere: extend what is known
+            v = extend(out, n) if out else 1.0
         out.append(v)
     return tuple(out)
 
@@ -57,23 +57,13 @@ def _prefill_ms(run: dict[str, Any], table: tuple[float, ...]) -> float:
     return own.get(run["prompt_tokens"], table[-1])
 
 
-def costs_of(run: dict[str, Any], sweep: dict[str, float]) -> Costs:
-    table = verify_table_ms(run, sweep)
-    return Costs(
-        draft=run["draft_ms"] / 1e3,
-        verify=tuple(v / 1e3 for v in table),
-        rtt=run["rtt_ms"] / 1e3,
-        prefill=_prefill_ms(run, table) / 1e3,
-        draft_prefill=run["drafter_prefill_ms"] / 1e3,
-        round_overhead=_round_overhead_ms(run) / 1e3,
-    )
-
-
 def predict_run(run: dict[str, Any], sweep: dict[str, float]) -> float:
-    """The time model's tok/s for the run, from its own acceptance and costs."""
+    """The time model's tok/s for the run, from its own acceptance and costs (the
+    same costs the simulator gets)."""
     accept = run["accept_per_position"] or [0.0]
+    costs = Costs.of(*profiles_of(run, sweep), sizes=MAX_N)
     return predict(
-        run["mode"], accept, costs_of(run, sweep), depth=run["depth"], n_tokens=run["n_tokens"]
+        run["mode"], accept, costs, depth=run["depth"], n_tokens=run["n_tokens"]
     ).tok_per_s
 
 

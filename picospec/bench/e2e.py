@@ -30,6 +30,7 @@ gamma) must give the same tokens at every RTT, rate, depth and repeat. Then
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -43,7 +44,7 @@ from picospec.codec.sampling import SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.edge.client import EdgeClient
 from picospec.edge.drafter import Drafter
-from picospec.loopback import loopback_cloud
+from picospec.loopback import LoopbackCloud, loopback_cloud
 from picospec.models import listing, prepare
 from picospec.timemodel import per_position
 
@@ -168,8 +169,6 @@ def machine() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
-    import os
-
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -226,7 +225,7 @@ async def _sweep(plan: Plan, pair: str) -> tuple[list[dict[str, Any]], dict[int,
 
 async def _one(
     client: EdgeClient,
-    cloud: Any,
+    cloud: LoopbackCloud,
     timed: TimedBackend,
     point: Point,
     mode: str,

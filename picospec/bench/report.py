@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -420,7 +420,6 @@ def markdown(
     result: dict[str, Any],
     rows: list[dict[str, Any]],
     figures: list[str],
-    notes: Callable[[dict[str, Any], list[dict[str, Any]]], str] | None = None,
 ) -> str:
     m, plan = result["machine"], result["plan"]
     base = _base(result)
@@ -484,8 +483,6 @@ def markdown(
     ]
     parts += [f"![measured vs predicted]({f})" for f in figures if "measured_vs" in f]
     parts.append(why(result, rows))
-    if notes is not None:
-        parts.append(notes(result, rows))
     sch = [
         r
         for r in _in(rows, "schemes") + _in(rows, "grid")
@@ -697,7 +694,6 @@ def _validation(result: dict[str, Any]) -> str:
 def write(
     result: dict[str, Any],
     out: str | Path,
-    notes: Callable[[dict[str, Any], list[dict[str, Any]]], str] | None = None,
 ) -> Path:
     """Annotate, aggregate and write everything; returns the Markdown file's path."""
     out = Path(out)
@@ -708,7 +704,7 @@ def write(
     figures = plots(result, rows, out / "plots")
     (out / "e2e.json").write_text(json.dumps(result, indent=1) + "\n")
     md = out / "RESULTS.md"
-    md.write_text(markdown(result, rows, figures, notes))
+    md.write_text(markdown(result, rows, figures))
     return md
 
 
