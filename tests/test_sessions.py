@@ -49,6 +49,20 @@ class MarkovDrafter:
         return out
 
 
+def hello_for(backend, params, scheme, token=b"tok"):
+    """The handshake an edge with the backend's vocabulary sends."""
+    return Hello(
+        session=0,
+        epoch=0,
+        start=0,
+        vocab_fingerprint=backend.fingerprint(),
+        params=params,
+        scheme=scheme,
+        k=4,
+        auth_token=token,
+    )
+
+
 def run(
     scheme=Scheme.SPARSE_Q,
     t=1.0,
@@ -79,16 +93,7 @@ def run(
     )
     table = backend.table if drafter_table is None else drafter_table
     drafter = MarkovDrafter(table, params, scheme, seed)
-    hello = Hello(
-        session=0,
-        epoch=0,
-        start=0,
-        vocab_fingerprint=backend.fingerprint(),
-        params=params,
-        scheme=scheme,
-        k=4,
-        auth_token=b"tok",
-    )
+    hello = hello_for(backend, params, scheme)
     assert [type(m).__name__ for m in cloud.receive(hello)] == ["Welcome"]
     up, down, events = (
         [edge.start_message()],
@@ -212,16 +217,7 @@ def test_gumbel_pipeline_sync_and_cloud_only_agree():
 def test_wrong_token_or_vocabulary_is_refused_and_closes():
     backend = MarkovBackend()
     params = SamplingParams(temperature=1.0)
-    hello = Hello(
-        session=0,
-        epoch=0,
-        start=0,
-        vocab_fingerprint=backend.fingerprint(),
-        params=params,
-        scheme=Scheme.SPARSE_Q,
-        k=4,
-        auth_token=b"bad",
-    )
+    hello = hello_for(backend, params, Scheme.SPARSE_Q, token=b"bad")
     cloud = CloudSession(backend, token=b"tok")
     (err,) = cloud.receive(hello)
     assert err.code.name == "AUTH" and cloud.closed
@@ -256,16 +252,7 @@ def test_two_connections_may_both_number_their_generation_one():
     """Edges number their own generations; the backend must keep them apart."""
     backend = MarkovBackend()
     params = SamplingParams(temperature=0.0)
-    hello = Hello(
-        session=0,
-        epoch=0,
-        start=0,
-        vocab_fingerprint=backend.fingerprint(),
-        params=params,
-        scheme=Scheme.GREEDY,
-        k=4,
-        auth_token=b"tok",
-    )
+    hello = hello_for(backend, params, Scheme.GREEDY)
     ids = iter(range(100, 200))
     clouds = [CloudSession(backend, token=b"tok", backend_ids=ids) for _ in range(2)]
     edges = [
