@@ -27,6 +27,8 @@ from picospec.codec.errors import ConfigError
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.vocab import VocabFingerprint
 
+from .hf_vocab import LlamaVocab
+
 T = TypeVar("T")
 
 
@@ -102,6 +104,8 @@ class Backend(ABC):
 
     vocab_size: int
     name: str
+    max_context: int
+    """Most tokens one session holds (prompt and generated)."""
 
     @abstractmethod
     def fingerprint(self) -> VocabFingerprint:
@@ -126,10 +130,29 @@ class Backend(ABC):
         """float32[n_out, V]: logits after each of the last n_out tokens (default:
         all of them), the tokens being evaluated at positions start.."""
 
-    @abstractmethod
     def truncate(self, session: int, position: int) -> None:
         """Forget the session's KV from position on."""
+        if position < 0:
+            raise ConfigError(f"cannot truncate to a negative position ({position})")
+        self._truncate(session, position)
+
+    @abstractmethod
+    def _truncate(self, session: int, position: int) -> None:
+        """``truncate`` for a position >= 0 (checked)."""
 
     def distributions(self, logits: np.ndarray, params: SamplingParams) -> np.ndarray:
         """float64[n, V] target distributions from float32[n, V] logits."""
         return np.stack([ops.transform_dense(row, params) for row in logits])
+
+
+class VocabBackend(Backend):
+    """A backend whose vocabulary comes from a Hugging Face or GGUF source as
+    llama.cpp sees it (``cloud/hf_vocab.py``): its fingerprint and end ids."""
+
+    vocab: LlamaVocab
+
+    def fingerprint(self) -> VocabFingerprint:
+        return self.vocab.fingerprint
+
+    def is_end(self, token: int) -> bool:
+        return token in self.vocab.end_ids

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import signal
 from pathlib import Path
 
 from picospec.codec.errors import ConfigError
-from picospec.netargs import auth_token, host_port
+from picospec.runtime.netargs import auth_token, host_port
+
+from .limits import Limits
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from picospec.models import prepare
-    from picospec.quic import ServerTLS
+    from picospec.runtime.models import prepare
+    from picospec.runtime.quic import ServerTLS
 
     from .backends import open_backend
     from .server import VerifierService
@@ -29,7 +32,10 @@ def _serve(args: argparse.Namespace) -> int:
         max_sessions=args.max_sessions,
         device=args.device,
     )
-    service = VerifierService(backend, token=auth_token(args.token), name=backend.name)
+    limits = Limits.parse(args.limit or [])
+    service = VerifierService(
+        backend, token=auth_token(args.token), name=backend.name, limits=limits
+    )
     host, port = host_port(args.listen)
 
     async def run() -> None:
@@ -46,14 +52,14 @@ def _serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await server.close()
+        await service.close()
 
     asyncio.run(run())
-    service.close()
     return 0
 
 
 def _gen_cert(args: argparse.Namespace) -> int:
-    from picospec.quic import generate_self_signed
+    from picospec.runtime.quic import generate_self_signed
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,9 +91,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--cert", required=True, help="TLS certificate (PEM)")
     s.add_argument("--key", required=True, help="TLS private key (PEM)")
     s.add_argument("--token", help="shared edge token (default: $PICOSPEC_TOKEN)")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
+    s.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads of the backend (llama: default half the cores, for a verifier "
+        "that shares its machine with an edge; give a dedicated server all of them)",
+    )
     s.add_argument("--n-ctx", type=int, default=2048, help="context tokens per session")
-    s.add_argument("--max-sessions", type=int, default=16, help="concurrent generations")
+    s.add_argument(
+        "--max-sessions", type=int, default=16, help="generations the backend holds at once"
+    )
+    s.add_argument(
+        "--limit",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a service limit, repeatable: "
+        + ", ".join(f"{f.name} ({f.default})" for f in dataclasses.fields(Limits)),
+    )
     s.add_argument("--idle-timeout", type=float, default=60.0, help="seconds")
     s.set_defaults(func=_serve)
     g = cloud.add_parser("gen-cert", help="make a self-signed certificate for development")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from picospec.codec.vocab import VocabFingerprint
-from picospec.llamacpp import LlamaContext, LlamaWeights
+from picospec.runtime.llamacpp import LlamaContext, LlamaWeights
 
 from .backend import Backend, Sessions, check_forward
 
@@ -40,7 +40,7 @@ class LlamaBackend(Backend):
         self.weights = LlamaWeights(path)
         self.vocab_size = self.weights.vocab_size
         self.name = f"llama.cpp:{Path(path).name}"
-        self.n_ctx = n_ctx
+        self.n_ctx = self.max_context = n_ctx
         self.threads = threads
         self.max_sessions = max_sessions
         self._slots: Sessions[_Slot] = Sessions(max_sessions)
@@ -90,7 +90,7 @@ class LlamaBackend(Backend):
             out[i] = ctx.logits(i)
         return out
 
-    def truncate(self, session: int, position: int) -> None:
+    def _truncate(self, session: int, position: int) -> None:
         slot = self._slots[session]
         slot.ctx.truncate(position)
         slot.length = min(slot.length, position)

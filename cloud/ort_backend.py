@@ -31,9 +31,8 @@ from typing import Any
 import numpy as np
 
 from picospec.codec.errors import ConfigError, PicospecError
-from picospec.codec.vocab import VocabFingerprint
 
-from .backend import Backend, Sessions, check_forward
+from .backend import Sessions, VocabBackend, check_forward
 from .hf_vocab import LlamaVocab, read_json
 
 PROVIDERS = ("cpu", "cuda")
@@ -54,7 +53,7 @@ def _og() -> Any:
     return og
 
 
-class OrtGenAIBackend(Backend):
+class OrtGenAIBackend(VocabBackend):
     """A target model in an onnxruntime-genai model folder, one generator per session."""
 
     def __init__(
@@ -86,6 +85,7 @@ class OrtGenAIBackend(Backend):
         model_cfg = genai.get("model", {})
         self.vocab_size = int(model_cfg["vocab_size"])
         self.n_ctx = min(n_ctx, int(model_cfg.get("context_length", n_ctx)))
+        self.max_context = self.n_ctx
         if self.n_ctx < 1:
             raise ConfigError(f"n_ctx must be at least 1, got {n_ctx}")
         self.name = f"onnxruntime-genai:{path.name}"
@@ -102,12 +102,6 @@ class OrtGenAIBackend(Backend):
         self._og = og
         self._model = _load_model(og, path, provider, threads)
         self._generators: Sessions[Any] = Sessions(max_sessions)
-
-    def fingerprint(self) -> VocabFingerprint:
-        return self.vocab.fingerprint
-
-    def is_end(self, token: int) -> bool:
-        return token in self.vocab.end_ids
 
     def open(self, session: int) -> None:
         def generator() -> Any:
@@ -146,10 +140,8 @@ class OrtGenAIBackend(Backend):
             )
         return np.array(logits.reshape(len(tokens), self.vocab_size)[-n_out:], dtype=np.float32)
 
-    def truncate(self, session: int, position: int) -> None:
+    def _truncate(self, session: int, position: int) -> None:
         gen = self._generators[session]
-        if position < 0:
-            raise ConfigError(f"cannot truncate to a negative position ({position})")
         if position < int(gen.token_count()):
             gen.rewind_to(position)
 

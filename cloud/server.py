@@ -1,10 +1,24 @@
-"""The verifier service: asyncio glue between QUIC channels and CloudSession.
+"""The verifier service: asyncio glue between QUIC channels and CloudSessions.
 
-One CloudSession per connection. Every call into a session (and so every use
-of the model) runs on one worker thread shared by all connections, so the
-backend is never entered twice at once and the event loop stays free for
-network traffic. A connection whose frames break the protocol gets an Error
-and is closed; the server keeps serving everyone else.
+One CloudSession per connection, one model thread for the whole server: every
+call into a session after its handshake (and so every use of the backend) runs
+on that thread, so the backend is never entered twice at once and the event
+loop stays free for network traffic. A scheduler gives the model thread to the
+connection that has used it least (start-time fair queueing by measured
+seconds), one unit of work at a time; a long prompt is many units (chunks), so
+it cannot hold back everyone else's verifies.
+
+A connection is served only once it earns it: until its Welcome it may send
+nothing but one Hello, in a frame no larger than a Hello can be, within
+``hello_timeout_s``; the Hello is checked on the event loop and never reaches
+the model thread. Afterwards every limit of ``Limits`` holds: a peer that sends
+more than ``max_queued_bytes`` ahead of the model is closed with a LIMIT Error,
+and a peer that does not read (``max_send_buffer`` bytes unacknowledged) gets
+no model time until it does, so a cloud-only generation pauses instead of
+decoding into a buffer. A frame that breaks the protocol gets an Error and
+closes that connection alone; an exception in model work ends that generation
+alone (the session says so to its edge, the server logs the traceback), and the
+server keeps serving everyone else.
 """
 
 from __future__ import annotations
@@ -13,119 +27,317 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import Counter
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
 
 from picospec.codec.errors import PicospecError, ProtocolError
 from picospec.codec.framing import FrameParser, encode_frame
-from picospec.codec.messages import Error, ErrorCode, Message, Welcome
-from picospec.quic import Channel, Server, ServerTLS, serve
+from picospec.codec.messages import Error, ErrorCode, Message
+from picospec.runtime.quic import Channel, Server, ServerTLS, TransportError, serve
 
 from .backend import Backend
+from .limits import GenerationBudget, Limits
 from .session import CloudSession
 
 log = logging.getLogger("picospec.cloud")
+
+
+@dataclass
+class ServiceStats:
+    """What the service has done since it started (counters only grow, but ``*_open``)."""
+
+    connections_total: int = 0
+    connections_open: int = 0
+    refusals: Counter[ErrorCode] = field(default_factory=Counter)
+    """Every Error sent, by code (handshakes, limits, model failures)."""
+    model_failures: int = 0
+    """Unexpected exceptions in model work (each ended one generation)."""
+    paused: int = 0
+    """Times a connection was paused because its peer did not read."""
+    busy_seconds: float = 0.0
+    """Wall time the model thread spent on sessions' work (model and verification)."""
+    work_units: int = 0
+    """Calls into the sessions from the model thread (each runs at most one step)."""
+
+
+@dataclass(eq=False)
+class _Conn:
+    ch: Channel
+    session: CloudSession
+    parser: FrameParser
+    inbox: list[Message] = field(default_factory=list)
+    queued: int = 0
+    """Bytes received and not yet handed to the model thread."""
+    vtime: float = 0.0
+    """Model seconds this connection has used (its place in the fair queue)."""
+    paused: bool = False
+    closing: bool = False
+
+    @property
+    def runnable(self) -> bool:
+        return not (self.paused or self.closing) and bool(self.inbox or self.session.has_work)
 
 
 class VerifierService:
     """Serves one backend to any number of edge connections."""
 
     def __init__(
-        self, backend: Backend, *, token: bytes, name: str = "picospec", max_depth: int = 8
+        self,
+        backend: Backend,
+        *,
+        token: bytes,
+        name: str = "picospec",
+        limits: Limits | None = None,
     ) -> None:
         self.backend = backend
         self.token = token
         self.name = name
-        self.max_depth = max_depth
+        self.limits = limits or Limits()
+        self.stats = ServiceStats()
+        self.budget = GenerationBudget(self.limits.max_generations)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="picospec-model")
-        self.connections = 0
-        self.busy_seconds = 0.0
-        """Wall time the model thread spent on sessions' work (model and verification)."""
-        self.work_units = 0
-        """Calls into the sessions from the model thread (each runs at most one step)."""
         self._backend_ids = itertools.count(1)  # one id space for every connection
+        self._conns: set[_Conn] = set()
+        self._clock = 0.0  # the fair queue's virtual time: vtime of the last served
+        self._wake: asyncio.Event | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        backend.fingerprint()  # computed once here, never on the event loop later
+
+    @property
+    def busy_seconds(self) -> float:
+        return self.stats.busy_seconds
+
+    @property
+    def work_units(self) -> int:
+        return self.stats.work_units
 
     async def serve(
         self, host: str, port: int, tls: ServerTLS, *, idle_timeout: float = 60.0
     ) -> Server:
+        self._wake = asyncio.Event()
+        self._scheduler = asyncio.create_task(self._schedule())
         return await serve(host, port, tls, self.handle, idle_timeout=idle_timeout)
 
+    # ------------------------------------------------------------------ one connection
     async def handle(self, ch: Channel) -> None:
         """Run one connection until it closes."""
-        self.connections += 1
-        loop = asyncio.get_running_loop()
+        self.stats.connections_total += 1
+        if self.stats.connections_open >= self.limits.max_connections:
+            why = f"the server has {self.stats.connections_open} connections, its limit"
+            self._refuse(ch, ErrorCode.BUSY, why)
+            log.warning("connection %s refused: %s", ch.peer, why)
+            await ch.close("busy")
+            return
+        self.stats.connections_open += 1
         session = CloudSession(
             self.backend,
             token=self.token,
             server_name=self.name,
-            max_depth=self.max_depth,
+            limits=self.limits,
+            budget=self.budget,
             backend_ids=self._backend_ids,
+            refusals=self.stats.refusals,
         )
-        parser = FrameParser()
-        inbox: list[Message] = []
-        wake = asyncio.Event()
+        conn = _Conn(ch, session, FrameParser.hello_only())
+        try:
+            if await self._handshake(conn):
+                name = session.hello.client_name if session.hello else ""
+                log.info("connection %s: %r joined", ch.peer, name)
+                self._conns.add(conn)
+                await self._read(conn)
+        except PicospecError as e:
+            log.warning("connection %s: %s", ch.peer, e)
+        finally:
+            conn.closing = True
+            self._conns.discard(conn)
+            self.stats.connections_open -= 1
+            await asyncio.get_running_loop().run_in_executor(self._pool, session.close)
+            if not ch.closed:
+                await ch.close("bye")
+            log.info("connection %s closed: %s", ch.peer, ch.close_reason)
 
-        def send(msgs: list[Message]) -> None:
-            for m in msgs:
-                if isinstance(m, Welcome) and session.hello is not None:
-                    parser.vocab = session.hello.vocab_size
-                ch.write(encode_frame(m, parser.vocab))
+    async def _handshake(self, conn: _Conn) -> bool:
+        """Read exactly one Hello within the deadline; True once Welcomed."""
+        ch, loop = conn.ch, asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.hello_timeout_s
+        while True:
+            left = deadline - loop.time()
+            try:
+                data = await asyncio.wait_for(ch.read(), max(left, 0.0))
+            except TimeoutError:
+                why = f"no Hello within {self.limits.hello_timeout_s:g} s"
+                self._refuse(ch, ErrorCode.TIMEOUT, why)
+                log.warning("connection %s: %s", ch.peer, why)
+                await ch.close("hello timeout")
+                return False
+            if not data:
+                return False
+            try:
+                msgs = conn.parser.feed(data)
+            except ProtocolError as e:
+                self._refuse(ch, ErrorCode.PROTOCOL, str(e))
+                log.warning("connection %s before its Hello: %s", ch.peer, e)
+                await ch.close("protocol error")
+                return False
+            if not msgs:
+                continue
+            replies = conn.session.receive(msgs[0])
+            if len(msgs) > 1 and conn.session.hello is not None:
+                replies = conn.session.receive(msgs[1])  # a second Hello: refused, closes
+            self._send(conn, replies)
+            if conn.session.closed or conn.session.hello is None:
+                log.warning("connection %s refused: %s", ch.peer, _first_error(replies))
+                await ch.close("refused")
+                return False
+            conn.parser.accept = None
+            conn.parser.vocab = conn.session.hello.vocab_size
+            conn.parser.max_frame = self.limits.max_frame(conn.session.context_size)
+            return True
 
-        def process(batch: list[Message]) -> tuple[list[Message], bool]:
-            t0 = time.perf_counter()
-            out: list[Message] = []
+    async def _read(self, conn: _Conn) -> None:
+        ch = conn.ch
+        while not conn.session.closed:
+            data = await ch.read()
+            if not data:
+                return
+            try:
+                msgs = conn.parser.feed(data)
+            except ProtocolError as e:
+                self._refuse(ch, ErrorCode.PROTOCOL, str(e))
+                log.warning("connection %s: %s", ch.peer, e)
+                await ch.close("protocol error")
+                return
+            conn.queued += len(data)
+            if conn.queued > self.limits.max_queued_bytes:
+                why = (
+                    f"{conn.queued} bytes sent ahead of the verifier, over max_queued_bytes "
+                    f"({self.limits.max_queued_bytes})"
+                )
+                self._refuse(ch, ErrorCode.LIMIT, why)
+                log.warning("connection %s closed: %s", ch.peer, why)
+                await ch.close("limit")
+                return
+            conn.inbox += msgs
+            self._poke(conn)
+
+    # ------------------------------------------------------------------ the model thread
+    def _poke(self, conn: _Conn) -> None:
+        """conn may have become runnable: it joins the fair queue at the present."""
+        if conn.runnable and conn.vtime < self._clock:
+            conn.vtime = self._clock
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _schedule(self) -> None:
+        """Give the model thread to the runnable connection that has used it least."""
+        assert self._wake is not None
+        while True:
+            ready = [c for c in self._conns if c.runnable]
+            if not ready:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._serve_one(min(ready, key=lambda c: c.vtime))
+            except Exception:  # the scheduler must outlive any one connection
+                log.exception("the scheduler failed on a connection")
+
+    async def _serve_one(self, conn: _Conn) -> None:
+        """One unit of conn's work on the model thread, then its output."""
+        batch, conn.inbox, conn.queued = conn.inbox, [], 0
+        t0 = time.perf_counter()
+        out = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._process, conn, batch
+        )
+        cost = time.perf_counter() - t0
+        conn.vtime += cost
+        self._clock = max(self._clock, conn.vtime - cost)
+        self.stats.busy_seconds += cost
+        self.stats.work_units += 1
+        if conn.closing:
+            return
+        self._send(conn, out)
+        if conn.session.closed:
+            conn.closing = True
+            self._background(conn.ch.close("protocol error"))
+        elif conn.ch.pending > self.limits.max_send_buffer:
+            conn.paused = True
+            self.stats.paused += 1
+            log.info("connection %s paused: its peer does not read", conn.ch.peer)
+            self._background(self._resume_when_read(conn))
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _process(self, conn: _Conn, batch: list[Message]) -> list[Message]:
+        """On the model thread: apply what arrived, then run one unit of work."""
+        session = conn.session
+        out: list[Message] = []
+        try:
             for m in batch:
                 out += session.receive(m)
             if session.has_work:
                 out += session.step()
-            self.busy_seconds += time.perf_counter() - t0
-            self.work_units += 1
-            return out, session.has_work
+        except Exception as e:  # a bug in a session must not stop the server
+            log.exception("connection %s: the session failed", conn.ch.peer)
+            session.close()
+            why = f"the verifier failed: {type(e).__name__}: {e}"
+            out.append(Error(session=0, epoch=0, start=0, code=ErrorCode.INTERNAL, message=why))
+            session.refusals[ErrorCode.INTERNAL] += 1
+        for gen, exc in session.failures:
+            self.stats.model_failures += 1
+            log.error(
+                "connection %s, generation %d: model work failed",
+                conn.ch.peer,
+                gen,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        session.failures.clear()
+        return out
 
-        async def worker() -> None:
-            more = False
-            while not session.closed:
-                if not inbox and not more:
-                    await wake.wait()
-                    wake.clear()
-                    continue
-                batch = inbox[:]
-                inbox.clear()
-                out, more = await loop.run_in_executor(self._pool, process, batch)
-                send(out)
-                if session.closed:
-                    await ch.close("protocol error")
-
-        task = asyncio.create_task(worker())
+    async def _resume_when_read(self, conn: _Conn) -> None:
         try:
-            while not session.closed:
-                data = await ch.read()
-                if not data:
-                    break
-                try:
-                    inbox.extend(parser.feed(data))
-                except ProtocolError as e:
-                    send(
-                        [
-                            Error(
-                                session=0,
-                                epoch=0,
-                                start=0,
-                                code=ErrorCode.PROTOCOL,
-                                message=str(e)[:1000],
-                            )
-                        ]
-                    )
-                    await ch.close("protocol error")
-                    break
-                wake.set()
-        except PicospecError as e:
-            log.warning("connection %s: %s", ch.peer, e)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            await loop.run_in_executor(self._pool, session.close)
-            if not ch.closed:
-                await ch.close("bye")
+            await conn.ch.drain(self.limits.max_send_buffer // 2)
+        except TransportError:
+            return  # the connection ended; its reader cleans up
+        conn.paused = False
+        self._poke(conn)
 
-    def close(self) -> None:
+    # ------------------------------------------------------------------ output
+    def _send(self, conn: _Conn, msgs: list[Message]) -> None:
+        vocab = conn.parser.vocab
+        for m in msgs:
+            try:
+                conn.ch.write(encode_frame(m, vocab))
+            except TransportError:
+                return  # the peer is gone; its reader ends the connection
+
+    def _refuse(self, ch: Channel, code: ErrorCode, why: str) -> None:
+        """An Error that is not a session's: before or instead of a handshake."""
+        self.stats.refusals[code] += 1
+        err = Error(session=0, epoch=0, start=0, code=code, message=why[:1000])
+        try:
+            ch.write(encode_frame(err))
+        except TransportError:
+            pass
+
+    async def close(self) -> None:
+        """Stop the scheduler and the model thread (the server closes the connections)."""
+        for task in [self._scheduler, *self._tasks]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in [self._scheduler, *self._tasks] if t is not None), return_exceptions=True
+        )
         self._pool.shutdown(wait=True)
+
+
+def _first_error(msgs: list[Message]) -> str:
+    err = next((m for m in msgs if isinstance(m, Error)), None)
+    return "no reply" if err is None else f"{err.code.name}: {err.message}"

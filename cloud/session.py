@@ -1,30 +1,39 @@
 """The cloud session: one edge connection's protocol state (sans-I/O).
 
 ``receive(msg)`` takes a decoded message and returns the messages to send back
-at once (a Welcome, an Error); it never runs the model. Model work is queued,
-and ``step()`` runs exactly one unit of it (a prefill, a block's verification,
-the fast-verify precompute after a rejection, one cloud-only token) and returns
-the messages it produced. The transport calls ``step()`` off its event loop
-while ``has_work``; no socket, clock or thread in here.
+at once (a Welcome, an Error, a Bye); it never runs the model and never
+touches the backend. Model work is queued, and ``step()`` runs exactly one unit
+of it: opening a generation and evaluating one chunk of its prompt, a block's
+verification, the fast-verify precompute after a rejection, or one cloud-only
+token. The transport calls ``step()`` off its event loop while ``has_work``;
+no socket, clock or thread in here.
 
+Each generation brings its own sampling parameters, scheme and K (in its
+Start) and is checked against the announced limits before it costs anything.
 Blocks of one generation are verified strictly in order. After a rejection the
 verdict's epoch is dead: every later block of that epoch (drafted on the
 rejected tail) is dropped unverified, and the edge's next block comes with the
 next epoch. While that verdict travels, the session evaluates the correction
 token (fast verify), so the next block's first position needs no recomputation.
+
+Failures stay inside the generation that caused them: a bad request is refused
+with an Error naming the limit or the field, and an exception in model work
+(a bug, a CUDA out-of-memory) ends that generation with an INTERNAL Error that
+names it, kept in ``failures`` for the server to log. Only a message that
+breaks the protocol itself (no Hello first, a wrong token, a second Hello) ends
+the connection.
 """
 
 from __future__ import annotations
 
 import hmac
 import itertools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from picospec.codec.errors import PicospecError
+from picospec.codec.errors import ConfigError, PicospecError, ProtocolError
 from picospec.codec.messages import (
-    MAX_BLOCK,
     Bye,
     Cancel,
     DraftBlock,
@@ -36,30 +45,41 @@ from picospec.codec.messages import (
     Verdict,
     Welcome,
 )
-from picospec.codec.sampling import SamplingParams
-from picospec.codec.scheme import Scheme
+from picospec.codec.sampling import Sampling
+from picospec.codec.scheme import Mode
 from picospec.codec.sparse import Q_ONE
+from picospec.codec.verify import verify_block
 
 from .backend import Backend
-from .target import TargetSequence
+from .limits import GenerationBudget, Limits
+from .target import TargetSequence, Verify
 
 _PROCESS_IDS = itertools.count(1)
 """Backend session ids for sessions built without an allocator of their own."""
+RECENTLY_ENDED = 64
+"""Ended generations remembered, so their late blocks are dropped without an Error."""
 
 
 @dataclass
 class _Generation:
-    seq: TargetSequence
+    start: Start
+    sampling: Sampling
     backend_id: int
-    """The backend's session id: unique over every connection sharing the backend."""
-    max_new: int
-    prompt: tuple[int, ...]
-    cloud_only: bool
+    seq: TargetSequence | None = None
+    """Created when the backend opens the generation (its first unit of work)."""
     epoch: int = 0
     """Blocks of an older epoch are dead."""
     blocks: deque[DraftBlock] = field(default_factory=deque)
     precompute: bool = False
-    started: bool = False
+    prefilled: bool = False
+
+    @property
+    def cloud_only(self) -> bool:
+        return self.start.mode is Mode.CLOUD_ONLY
+
+    @property
+    def prompt(self) -> tuple[int, ...]:
+        return self.start.prompt
 
 
 class CloudSession:
@@ -71,24 +91,38 @@ class CloudSession:
         *,
         token: bytes = b"",
         server_name: str = "picospec",
-        max_depth: int = 8,
-        max_generations: int = 4,
+        limits: Limits | None = None,
+        budget: GenerationBudget | None = None,
         backend_ids: Iterator[int] | None = None,
+        refusals: Counter[ErrorCode] | None = None,
+        verify_fn: Verify = verify_block,
     ) -> None:
-        """backend_ids: where backend session ids come from. Edges number their own
-        generations, so two connections may both say "session 1"; the backend sees
-        ids from this iterator instead (share one per backend; default: a counter
-        shared by the whole process)."""
+        """budget: generations open on the whole server (shared by every
+        connection; default: this session's own). backend_ids: where backend
+        session ids come from. Edges number their own generations, so two
+        connections may both say "generation 1"; the backend sees ids from this
+        iterator instead (share one per backend; default: a counter shared by the
+        whole process). refusals: counts every Error sent, by code (share one to
+        count a whole server). verify_fn: the verification maths (the simulator
+        passes an oracle)."""
         self.backend = backend
+        self.limits = limits or Limits()
+        self.budget = budget or GenerationBudget(self.limits.max_generations)
         self._backend_ids = _PROCESS_IDS if backend_ids is None else backend_ids
         self.token = token
         self.server_name = server_name
-        self.max_depth = max_depth
-        self.max_generations = max_generations
+        self.refusals: Counter[ErrorCode] = Counter() if refusals is None else refusals
+        self.verify_fn = verify_fn
         self.hello: Hello | None = None
         self.closed = False
+        self.failures: list[tuple[int, BaseException]] = []
+        """(generation, exception) of every unexpected failure in model work, for the
+        server to log with its traceback; the driver clears it."""
+        self.context_size = backend.max_context
+        self.prompt_limit = self.limits.prompt_limit(self.context_size)
         self._gens: dict[int, _Generation] = {}
-        self._ready: deque[int] = deque()  # sessions with work, in arrival order
+        self._ended: deque[int] = deque(maxlen=RECENTLY_ENDED)
+        self._ready: deque[int] = deque()  # generations with work, in arrival order
 
     # ------------------------------------------------------------------ input
     def receive(self, msg: Message) -> list[Message]:
@@ -97,21 +131,41 @@ class CloudSession:
             return []
         if self.hello is None:
             return self._handshake(msg)
+        if isinstance(msg, Hello):
+            return self._fail(msg, ErrorCode.PROTOCOL, "a second Hello on one connection")
         if isinstance(msg, Start):
             return self._start(msg)
+        gen = self._gens.get(msg.session)
         if isinstance(msg, Bye):
             self._end(msg.session)
             return []
-        gen = self._gens.get(msg.session)
         if gen is None:
+            if msg.session in self._ended or isinstance(msg, Cancel):
+                return []  # it ended while this message travelled
             return [self._error(msg, ErrorCode.UNKNOWN_SESSION, f"no generation {msg.session}")]
         if isinstance(msg, Cancel):
-            gen.epoch = max(gen.epoch, msg.epoch)
-            gen.blocks = deque(b for b in gen.blocks if b.epoch >= gen.epoch)
-            return []
+            self._end(msg.session)
+            return [Bye(session=msg.session, epoch=gen.epoch, start=msg.start, reason="cancelled")]
         if isinstance(msg, DraftBlock):
             return self._block(gen, msg)
         return self._fail(msg, ErrorCode.PROTOCOL, f"unexpected {type(msg).__name__}")
+
+    def welcome(self, session: int = 0) -> Welcome:
+        """The limits this session announces."""
+        lim = self.limits
+        return Welcome(
+            session=session,
+            epoch=0,
+            start=0,
+            server_name=self.server_name,
+            max_block=lim.max_block,
+            max_depth=lim.max_depth,
+            max_k=lim.max_k,
+            max_prompt_tokens=self.prompt_limit,
+            max_new_tokens=lim.max_new_tokens,
+            context_size=self.context_size,
+            max_generations=lim.max_generations_per_connection,
+        )
 
     def _handshake(self, msg: Message) -> list[Message]:
         if not isinstance(msg, Hello):
@@ -122,55 +176,69 @@ class CloudSession:
         if differs:
             why = f"the edge's vocabulary differs from the target's: {differs}"
             return self._fail(msg, ErrorCode.VOCAB_MISMATCH, why)
-        if msg.scheme is Scheme.GREEDY and not msg.params.greedy:
-            return self._fail(msg, ErrorCode.PARAMS, "the greedy scheme needs temperature 0")
         self.hello = msg
-        return [
-            Welcome(
-                session=msg.session,
-                epoch=0,
-                start=0,
-                server_name=self.server_name,
-                max_block=MAX_BLOCK,
-                max_depth=self.max_depth,
-            )
-        ]
+        return [self.welcome(msg.session)]
 
     def _start(self, msg: Start) -> list[Message]:
-        assert self.hello is not None
-        if msg.session in self._gens:
-            return [self._error(msg, ErrorCode.PROTOCOL, f"generation {msg.session} is running")]
-        if len(self._gens) >= self.max_generations:
-            return [self._error(msg, ErrorCode.BUSY, "too many generations on this connection")]
-        if max(msg.prompt) >= self.backend.vocab_size:
-            return [
-                self._error(msg, ErrorCode.PROTOCOL, "a prompt token is outside the vocabulary")
-            ]
-        backend_id = next(self._backend_ids)
+        lim = self.limits
+        refuse = self._refusal(msg)
+        if refuse is not None:
+            return [self._error(msg, *refuse)]
         try:
-            self.backend.open(backend_id)
-        except PicospecError as e:
-            return [self._error(msg, ErrorCode.BUSY, str(e))]
-        params: SamplingParams = self.hello.params
-        seq = TargetSequence(
-            self.backend, backend_id, params, self.hello.scheme, msg.seed, k=self.hello.k
-        )
-        self._gens[msg.session] = _Generation(
-            seq, backend_id, msg.max_new_tokens, msg.prompt, msg.cloud_only
-        )
+            sampling = Sampling(msg.params, msg.scheme, msg.k, msg.allow_inexact)
+        except ConfigError as e:
+            return [self._error(msg, ErrorCode.PARAMS, str(e))]
+        if len(self._gens) >= lim.max_generations_per_connection:
+            why = f"{len(self._gens)} generations are open on this connection, the limit"
+            return [self._error(msg, ErrorCode.BUSY, why)]
+        if not self.budget.acquire():
+            why = f"the server runs {self.budget.open} generations, its limit"
+            return [self._error(msg, ErrorCode.BUSY, why)]
+        self._gens[msg.session] = _Generation(msg, sampling, next(self._backend_ids))
         self._ready.append(msg.session)
         return []
 
+    def _refusal(self, msg: Start) -> tuple[ErrorCode, str] | None:
+        """Why a Start cannot be served, before it costs anything (None: it can)."""
+        lim = self.limits
+        n, new = len(msg.prompt), msg.max_new_tokens
+        if msg.session in self._gens:
+            return ErrorCode.PROTOCOL, f"generation {msg.session} is already running"
+        if not (msg.mode.speculative or msg.mode is Mode.CLOUD_ONLY):
+            return ErrorCode.PARAMS, f"mode {msg.mode.value} needs no cloud"
+        if n > self.prompt_limit:
+            return (
+                ErrorCode.LIMIT,
+                f"a prompt of {n} tokens is over max_prompt_tokens ({self.prompt_limit})",
+            )
+        if not 1 <= new <= lim.max_new_tokens:
+            return ErrorCode.LIMIT, f"max_new_tokens {new} is outside 1..{lim.max_new_tokens}"
+        if n + new > self.context_size:
+            return ErrorCode.LIMIT, (
+                f"{n} prompt tokens + {new} new tokens do not fit the context of "
+                f"{self.context_size}"
+            )
+        if msg.k > lim.max_k:
+            return ErrorCode.LIMIT, f"k {msg.k} is over max_k ({lim.max_k})"
+        return None
+
     def _block(self, gen: _Generation, msg: DraftBlock) -> list[Message]:
-        assert self.hello is not None
+        lim = self.limits
         if gen.cloud_only:
-            return self._fail(msg, ErrorCode.PROTOCOL, "a draft block in a cloud-only generation")
+            return self._end_with(
+                gen, msg, ErrorCode.PROTOCOL, "a draft block in a cloud-only generation"
+            )
         if msg.epoch < gen.epoch:
             return []  # drafted on a tail a verdict already rejected
-        if msg.scheme is not self.hello.scheme:
-            return self._fail(msg, ErrorCode.PARAMS, "the block's scheme is not the session's")
-        if len(gen.blocks) >= self.max_depth:
-            return self._fail(msg, ErrorCode.PROTOCOL, f"more than {self.max_depth} blocks queued")
+        if msg.scheme is not gen.sampling.scheme:
+            why = f"a {msg.scheme.value} block in a {gen.sampling.scheme.value} generation"
+            return self._end_with(gen, msg, ErrorCode.PARAMS, why)
+        if len(msg.tokens) > lim.max_block:
+            why = f"a block of {len(msg.tokens)} drafts is over max_block ({lim.max_block})"
+            return self._end_with(gen, msg, ErrorCode.LIMIT, why)
+        if len(gen.blocks) >= lim.max_depth:
+            why = f"more than max_depth ({lim.max_depth}) blocks queued"
+            return self._end_with(gen, msg, ErrorCode.LIMIT, why)
         gen.blocks.append(msg)
         self._ready.append(msg.session)
         return []
@@ -180,6 +248,11 @@ class CloudSession:
     def has_work(self) -> bool:
         return bool(self._ready)
 
+    @property
+    def generations(self) -> int:
+        """Generations open on this connection."""
+        return len(self._gens)
+
     def step(self) -> list[Message]:
         """Run one unit of model work; returns the messages it produced."""
         while self._ready:
@@ -187,38 +260,54 @@ class CloudSession:
             gen = self._gens.get(sid)
             if gen is None:
                 continue
+            if gen.seq is None:
+                try:
+                    self.backend.open(gen.backend_id)
+                except PicospecError as e:  # the backend is full: the edge may retry later
+                    self._gens.pop(sid)
+                    self.budget.release()
+                    self.refusals[ErrorCode.BUSY] += 1
+                    return [
+                        Error(session=sid, epoch=0, start=0, code=ErrorCode.BUSY, message=str(e))
+                    ]
+                gen.seq = TargetSequence(
+                    self.backend, gen.backend_id, gen.sampling, gen.start.seed, self.verify_fn
+                )
+                gen.seq.start(gen.prompt)
             try:
                 out = self._step(sid, gen)
-            except PicospecError as e:
-                self._end(sid)
-                return [
-                    Error(
-                        session=sid,
-                        epoch=gen.epoch,
-                        start=0,
-                        code=ErrorCode.PROTOCOL,
-                        message=str(e)[:1000],
-                    )
-                ]
+            except (ProtocolError, ConfigError) as e:  # the edge asked for something impossible
+                return self._end_with(gen, None, ErrorCode.PROTOCOL, str(e), sid=sid)
+            except Exception as e:  # model work must never take the server down
+                self.failures.append((sid, e))
+                why = f"the verifier failed: {type(e).__name__}: {e}"
+                if isinstance(e, PicospecError):
+                    why = f"the verifier failed: {e}"
+                return self._end_with(gen, None, ErrorCode.INTERNAL, why, sid=sid)
             if out is not None:
                 return out
         return []
 
     def _step(self, sid: int, gen: _Generation) -> list[Message] | None:
         seq = gen.seq
-        if not gen.started:
-            gen.started = True
-            first = seq.prefill(gen.prompt)
-            if gen.cloud_only:
+        assert seq is not None
+        if not gen.prefilled:
+            if not seq.prefill_step(self.limits.prefill_chunk):
+                self._ready.append(sid)  # more of the prompt; others get the model meanwhile
+                return []
+            gen.prefilled = True
+            first = seq.decode_one()
+            if gen.cloud_only or gen.blocks:
                 self._ready.append(sid)
-            return [self._verdict(sid, gen, len(gen.prompt), 0, first, seq.stats.forwards)]
+            out: list[Message] = [
+                self._verdict(sid, gen, len(gen.prompt), first, seq.stats.forwards)
+            ]
+            return out + self._maybe_done(sid, gen)
         if gen.cloud_only:
             pos = len(seq.tokens)
-            if pos - len(gen.prompt) >= gen.max_new or self.backend.is_end(seq.tokens[-1]):
-                return [Bye(session=sid, epoch=gen.epoch, start=pos, reason="done")]
             token = seq.decode_one()
             self._ready.append(sid)
-            return [self._verdict(sid, gen, pos, 0, token, 1)]
+            return [self._verdict(sid, gen, pos, token, 1), *self._maybe_done(sid, gen)]
         if gen.precompute:
             gen.precompute = False
             seq.precompute()
@@ -231,9 +320,9 @@ class CloudSession:
         if block.correction is not None:
             seq.commit(block.correction)
         if block.start != len(seq.tokens):
-            raise PicospecError(f"a block starts at {block.start}, expected {len(seq.tokens)}")
+            raise ProtocolError(f"a block starts at {block.start}, expected {len(seq.tokens)}")
         before = seq.stats.forwards
-        out = seq.verify(
+        out_ = seq.verify(
             block.start,
             list(block.tokens),
             q=block.q or None,
@@ -241,43 +330,59 @@ class CloudSession:
             bonus=block.bonus,
         )
         n = len(block.tokens)
-        if out.accepted < n:  # the rest of this epoch was drafted on a rejected tail
+        if out_.accepted < n:  # the rest of this epoch was drafted on a rejected tail
             gen.epoch = block.epoch + 1
             gen.blocks.clear()
-            gen.precompute = out.token is not None
+            gen.precompute = out_.token is not None
             if gen.precompute:
                 self._ready.append(sid)
         if gen.blocks:
             self._ready.append(sid)
-        return [
-            Verdict(
-                session=sid,
-                epoch=block.epoch,
-                start=block.start,
-                accepted=out.accepted,
-                token=out.token,
-                target_forwards=seq.stats.forwards - before,
-                p=out.p_topk,
-                p_exact=out.p_exact,
-            )
-        ]
+        verdict = Verdict(
+            session=sid,
+            epoch=block.epoch,
+            start=block.start,
+            accepted=out_.accepted,
+            token=out_.token,
+            target_forwards=seq.stats.forwards - before,
+            p=out_.p_topk,
+            p_exact=out_.p_exact,
+        )
+        return [verdict, *self._maybe_done(sid, gen, since=block.start)]
+
+    def _maybe_done(self, sid: int, gen: _Generation, since: int | None = None) -> list[Message]:
+        """End a generation the cloud knows is complete (max tokens, or an end token
+        committed at or after position since), so its slot is free at once."""
+        assert gen.seq is not None
+        tokens, n = gen.seq.tokens, len(gen.prompt)
+        lo = len(tokens) - 1 if since is None else since
+        if len(tokens) - n < gen.start.max_new_tokens and not any(
+            self.backend.is_end(t) for t in tokens[max(lo, n) :]
+        ):
+            return []
+        self._end(sid)
+        return [Bye(session=sid, epoch=gen.epoch, start=len(tokens), reason="done")]
 
     # ------------------------------------------------------------------ helpers
     def _verdict(
-        self, sid: int, gen: _Generation, start: int, accepted: int, token: int, forwards: int
+        self, sid: int, gen: _Generation, start: int, token: int, forwards: int
     ) -> Verdict:
         return Verdict(
             session=sid,
             epoch=gen.epoch,
             start=start,
-            accepted=accepted,
+            accepted=0,
             token=token,
             target_forwards=forwards,
         )
 
     def _end(self, sid: int) -> None:
         gen = self._gens.pop(sid, None)
-        if gen is not None:
+        if gen is None:
+            return
+        self._ended.append(sid)
+        self.budget.release()
+        if gen.seq is not None:
             self.backend.close(gen.backend_id)
 
     def close(self) -> None:
@@ -287,9 +392,26 @@ class CloudSession:
         self.closed = True
 
     def _error(self, msg: Message, code: ErrorCode, text: str) -> Error:
+        self.refusals[code] += 1
         return Error(
             session=msg.session, epoch=msg.epoch, start=msg.start, code=code, message=text[:1000]
         )
+
+    def _end_with(
+        self,
+        gen: _Generation,
+        msg: Message | None,
+        code: ErrorCode,
+        text: str,
+        *,
+        sid: int | None = None,
+    ) -> list[Message]:
+        """An error that ends one generation; the connection goes on."""
+        sid = msg.session if msg is not None else sid
+        assert sid is not None
+        self._end(sid)
+        self.refusals[code] += 1
+        return [Error(session=sid, epoch=gen.epoch, start=0, code=code, message=text[:1000])]
 
     def _fail(self, msg: Message, code: ErrorCode, text: str) -> list[Message]:
         """An error that ends the connection: reply, then refuse everything."""

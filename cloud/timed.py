@@ -28,6 +28,7 @@ class TimedBackend(Backend):
         self.inner = inner
         self.vocab_size = inner.vocab_size
         self.name = inner.name
+        self.max_context = inner.max_context
         self.limit = limit
         self.records: list[tuple[int, float]] = []
         """(tokens evaluated, seconds) per forward, the transform of its rows included."""
@@ -45,7 +46,7 @@ class TimedBackend(Backend):
     def close(self, session: int) -> None:
         self.inner.close(session)
 
-    def truncate(self, session: int, position: int) -> None:
+    def _truncate(self, session: int, position: int) -> None:
         self.inner.truncate(session, position)
 
     def forward(

@@ -43,9 +43,8 @@ import numpy as np
 
 from picospec.codec.errors import ConfigError, PicospecError
 from picospec.codec.sampling import SamplingParams
-from picospec.codec.vocab import VocabFingerprint
 
-from .backend import Backend, Sessions, check_forward
+from .backend import Sessions, VocabBackend, check_forward
 from .hf_vocab import LlamaVocab
 
 EXTRA = "pip install -e .[torch]"
@@ -81,7 +80,7 @@ class _Session:
 DTYPES = ("bf16", "fp16", "fp32")
 
 
-class TorchBackend(Backend):
+class TorchBackend(VocabBackend):
     """A transformers causal LM with one KV cache per session (see the module docstring)."""
 
     def __init__(
@@ -120,7 +119,6 @@ class TorchBackend(Backend):
                 f"the vocabulary has {vocab.size} tokens but the model outputs {self.vocab_size}"
             )
         self.vocab = vocab
-        self._fingerprint = vocab.fingerprint
         self.name = name
         config = getattr(model, "config", None)
         self.max_context = int(
@@ -223,12 +221,6 @@ class TorchBackend(Backend):
 
     # --- the Backend interface ---------------------------------------------------------
 
-    def fingerprint(self) -> VocabFingerprint:
-        return self._fingerprint
-
-    def is_end(self, token: int) -> bool:
-        return token in self.vocab.end_ids
-
     def open(self, session: int) -> None:
         self._sessions.open(session, lambda: _Session(self._new_cache()))
 
@@ -268,10 +260,8 @@ class TorchBackend(Backend):
         self._last = (host, rows)
         return host
 
-    def truncate(self, session: int, position: int) -> None:
+    def _truncate(self, session: int, position: int) -> None:
         s = self._sessions[session]
-        if position < 0:
-            raise ConfigError(f"cannot truncate at a negative position ({position})")
         if position >= s.length:
             return
         if position == 0:
@@ -306,6 +296,15 @@ class TorchBackend(Backend):
         if self._last is not None and self._last[0] is logits:
             return self._last[1]
         return self._torch.from_numpy(np.ascontiguousarray(logits)).to(self.device)
+
+
+def cuda_available() -> bool:
+    """True when torch is installed and sees a CUDA device."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
 
 
 def _resolve_device(torch: Any, device: str | None) -> Any:

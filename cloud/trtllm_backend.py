@@ -62,9 +62,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from picospec.codec.errors import ConfigError, PicospecError
-from picospec.codec.vocab import VocabFingerprint
 
-from .backend import Backend, Sessions, check_forward
+from .backend import Sessions, VocabBackend, check_forward
 from .hf_vocab import LlamaVocab, read_json
 
 UNVERIFIED = (
@@ -134,7 +133,7 @@ class LlmApiEngine:
         return np.asarray(logits.float().cpu().numpy(), dtype=np.float32)
 
 
-class TrtLlmBackend(Backend):
+class TrtLlmBackend(VocabBackend):
     """A target served by TensorRT-LLM; each session is a token list re-sent per forward."""
 
     def __init__(
@@ -162,7 +161,7 @@ class TrtLlmBackend(Backend):
             **(specials or {})
         )
         self.name = f"tensorrt-llm:{model.name}"
-        self.max_seq_len = max_seq_len
+        self.max_seq_len = self.max_context = max_seq_len
         self.max_sessions = max_sessions
         if engine is None:
             engine = LlmApiEngine.create(
@@ -171,12 +170,6 @@ class TrtLlmBackend(Backend):
         self.engine = engine
         self._row_cache = RowCache(row_cache)
         self._sessions: Sessions[list[int]] = Sessions(max_sessions)
-
-    def fingerprint(self) -> VocabFingerprint:
-        return self.vocab.fingerprint
-
-    def is_end(self, token: int) -> bool:
-        return token in self.vocab.end_ids
 
     def open(self, session: int) -> None:
         self._sessions.open(session, list)
@@ -208,10 +201,8 @@ class TrtLlmBackend(Backend):
         seq.extend(full[start:])
         return rows
 
-    def truncate(self, session: int, position: int) -> None:
+    def _truncate(self, session: int, position: int) -> None:
         seq = self._sessions[session]
-        if position < 0:
-            raise ConfigError(f"cannot truncate to a negative position ({position})")
         del seq[position:]
 
 

@@ -7,7 +7,10 @@
 ``FrameParser`` is sans-I/O: it takes bytes in whatever chunks the transport
 delivers and returns whole messages; it holds at most one partial frame. The
 stream cannot be resynchronised after a broken frame, so the first error closes
-the parser for good.
+the parser for good. A parser can be told which message types it accepts
+(``accept``): any other type is refused from its header, before a byte of its
+payload is decoded, which is how a server reads nothing but a Hello until the
+handshake is done.
 """
 
 from __future__ import annotations
@@ -15,15 +18,19 @@ from __future__ import annotations
 import struct
 
 from .errors import ConfigError, ProtocolError
-from .messages import MAX_VOCAB, MESSAGE_TYPES, Message
+from .messages import MAX_HELLO_PAYLOAD, MAX_VOCAB, MESSAGE_TYPES, Hello, Message
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """The protocol version this code speaks; a frame with another is refused."""
 MAX_FRAME = 1 << 20
 """Default limit on a frame body, in bytes."""
 
 _LENGTH = struct.Struct("<I")
 _HEADER = struct.Struct("<BBIII")
+HEADER_BYTES = _HEADER.size
+"""Bytes of a frame body before its payload."""
+HELLO_MAX_FRAME = _HEADER.size + MAX_HELLO_PAYLOAD
+"""The largest frame a Hello needs: the limit while a server waits for one."""
 
 
 def encode_frame(msg: Message, vocab: int | None = None, max_frame: int = MAX_FRAME) -> bytes:
@@ -38,7 +45,9 @@ def encode_frame(msg: Message, vocab: int | None = None, max_frame: int = MAX_FR
     return _LENGTH.pack(size) + header + payload
 
 
-def _decode_body(body: bytes | memoryview, vocab: int | None) -> Message:
+def _decode_body(
+    body: bytes | memoryview, vocab: int | None, accept: frozenset[type[Message]] | None
+) -> Message:
     version, kind, session, epoch, start = _HEADER.unpack_from(body)
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -47,6 +56,9 @@ def _decode_body(body: bytes | memoryview, vocab: int | None) -> Message:
     cls = MESSAGE_TYPES.get(kind)
     if cls is None:
         raise ProtocolError(f"unknown message type {kind}")
+    if accept is not None and cls not in accept:
+        wanted = " or ".join(sorted(c.__name__ for c in accept))
+        raise ProtocolError(f"a {cls.__name__} where only {wanted} is accepted")
     payload = memoryview(body)[_HEADER.size :]
     return cls.from_payload(payload, session=session, epoch=epoch, start=start, vocab=vocab)
 
@@ -60,14 +72,35 @@ class FrameParser:
     ``feed`` are dropped with it); every later ``feed`` raises again.
     """
 
-    def __init__(self, max_frame: int = MAX_FRAME, vocab: int | None = None) -> None:
-        if not _HEADER.size <= max_frame <= 0xFFFFFFFF:
-            raise ConfigError(f"max_frame must be in [{_HEADER.size}, 2**32 - 1], got {max_frame}")
+    def __init__(
+        self,
+        max_frame: int = MAX_FRAME,
+        vocab: int | None = None,
+        accept: frozenset[type[Message]] | None = None,
+    ) -> None:
         self.max_frame = max_frame
         self.vocab = vocab
+        self.accept = accept
+        """The message types this parser decodes (None: every type)."""
         self._buf = bytearray()
         self._body_size: int | None = None  # None while reading a length prefix
         self._error: ProtocolError | None = None
+
+    @classmethod
+    def hello_only(cls) -> FrameParser:
+        """A parser for a server awaiting a Hello: nothing else, nothing bigger."""
+        return cls(HELLO_MAX_FRAME, accept=frozenset({Hello}))
+
+    @property
+    def max_frame(self) -> int:
+        """Largest frame body accepted, in bytes."""
+        return self._max_frame
+
+    @max_frame.setter
+    def max_frame(self, max_frame: int) -> None:
+        if not _HEADER.size <= max_frame <= 0xFFFFFFFF:
+            raise ConfigError(f"max_frame must be in [{_HEADER.size}, 2**32 - 1], got {max_frame}")
+        self._max_frame = max_frame
 
     @property
     def vocab(self) -> int | None:
@@ -113,7 +146,7 @@ class FrameParser:
                 self._body_size = self._check_length(_LENGTH.unpack(chunk)[0])
             else:
                 self._body_size = None
-                messages.append(_decode_body(chunk, self._vocab))
+                messages.append(_decode_body(chunk, self._vocab, self.accept))
         return messages
 
     def _check_length(self, size: int) -> int:

@@ -17,24 +17,24 @@ need the vocabulary size fixed by the handshake: ``payload`` and
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from enum import IntEnum
 from typing import Any, ClassVar, Self
 
 import numpy as np
 
 from .errors import CodecError, ConfigError, ProtocolError
-from .sampling import SamplingParams
-from .scheme import Scheme
+from .sampling import MAX_K, SamplingParams
+from .scheme import Mode, Scheme, _WireEnum
 from .sparse import Q_ONE, SparseDist
 from .vocab import VocabFingerprint
 
 MAX_BLOCK = 64
 """Most drafted tokens in one DraftBlock."""
-MAX_K = 256
-"""Most entries in one sparse record (q16 or float64); PICO_MAX_K."""
 MAX_VOCAB = 2**31
 """Largest vocabulary: token ids are int32."""
+MAX_TOKEN_BYTES = 256
+"""Longest auth token."""
 
 
 class ErrorCode(IntEnum):
@@ -47,6 +47,8 @@ class ErrorCode(IntEnum):
     BUSY = 5  # the server has no room for another session
     INTERNAL = 6  # the sender failed; not the receiver's fault
     UNKNOWN_SESSION = 7  # the session id is not open
+    LIMIT = 8  # a request is over a limit the cloud announced (or a peer sent too much)
+    TIMEOUT = 9  # the peer took too long (no Hello in time)
 
 
 class _Invalid(Exception):
@@ -71,9 +73,12 @@ def _int_in(value: Any, lo: int, hi: int) -> int:
 
 
 def _check_ids(ids: tuple[int, ...] | np.ndarray, vocab: int | None) -> None:
-    if vocab is not None and len(ids) and max(ids) >= vocab:
-        i = next(i for i, t in enumerate(ids) if t >= vocab)
-        raise _Invalid(f"token id {int(ids[i])} is outside a vocabulary of {vocab}", i)
+    if vocab is None or not len(ids):
+        return
+    arr = np.asarray(ids)
+    if int(arr.max()) >= vocab:
+        i = int(np.argmax(arr >= vocab))
+        raise _Invalid(f"token id {int(arr[i])} is outside a vocabulary of {vocab}", i)
 
 
 class _Reader:
@@ -159,7 +164,11 @@ _BOOL = _Bool()
 
 
 class _Tokens(_Kind):
-    """Token ids: a count in struct format ``count`` (lo..hi), then u32 each."""
+    """Token ids: a count in struct format ``count`` (lo..hi), then u32 each.
+
+    Checked as one array (no per-token Python work), so a prompt of many
+    thousand ids costs microseconds to validate, not milliseconds.
+    """
 
     def __init__(self, count: str, lo: int, hi: int) -> None:
         self.count = _Int(count, lo, hi)
@@ -168,25 +177,37 @@ class _Tokens(_Kind):
         if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
             raise _Invalid(f"must be a sequence of token ids, got {value!r}")
         self.count.check(len(value))
-        ids = []
-        for i, t in enumerate(value):
-            try:
-                ids.append(_int_in(t, 0, MAX_VOCAB - 1))
-            except _Invalid as exc:
-                raise _Invalid(str(exc), i) from None
-        return tuple(ids)
+        if not len(value):
+            return ()
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError, OverflowError):
+            raise _Invalid(f"must be a sequence of token ids, got {value!r}") from None
+        if arr.ndim != 1 or arr.dtype.kind not in "iu":
+            bad = next((i for i, t in enumerate(value) if not _is_int(t)), 0)
+            raise _Invalid(f"must be an integer, got {value[bad]!r}", bad)
+        if int(arr.min()) < 0 or int(arr.max()) >= MAX_VOCAB:
+            i = int(np.argmax((arr < 0) | (arr >= MAX_VOCAB)))
+            raise _Invalid(f"{int(arr[i])} is outside [0, {MAX_VOCAB - 1}]", i)
+        return tuple(arr.tolist())
 
     def write(self, out: bytearray, value: tuple[int, ...], vocab: int | None) -> None:
         _check_ids(value, vocab)
         self.count.write(out, len(value), vocab)
-        out += struct.pack(f"<{len(value)}I", *value)
+        out += np.asarray(value, dtype="<u4").tobytes()
 
     def read(self, r: _Reader, vocab: int | None) -> tuple[int, ...]:
         n = self.count.read(r, vocab)
-        ids = struct.unpack(f"<{n}I", r.take(4 * n))
-        ids = self.check(ids)
+        ids = np.frombuffer(r.take(4 * n), dtype="<u4")
+        if n and int(ids.max()) >= MAX_VOCAB:
+            i = int(np.argmax(ids >= MAX_VOCAB))
+            raise _Invalid(f"{int(ids[i])} is outside [0, {MAX_VOCAB - 1}]", i)
         _check_ids(ids, vocab)
-        return ids
+        return tuple(ids.tolist())
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 class _OptionalToken(_Kind):
@@ -302,22 +323,25 @@ class _Params(_Kind):
             raise _Invalid(str(exc)) from None
 
 
-class _SchemeCode(_Kind):
-    """A verification scheme: its u8 code."""
+class _Coded(_Kind):
+    """A member of a one-byte coded enum (Scheme, Mode): its u8 code."""
 
-    def check(self, value: Any) -> Scheme:
+    def __init__(self, enum: type[_WireEnum]) -> None:
+        self.enum = enum
+
+    def check(self, value: Any) -> _WireEnum:
         try:
-            return Scheme(value)
+            return self.enum(value)
         except ValueError:
-            raise _Invalid(f"must be a Scheme, got {value!r}") from None
+            raise _Invalid(f"must be a {self.enum.__name__}, got {value!r}") from None
 
-    def write(self, out: bytearray, value: Scheme, vocab: int | None) -> None:
+    def write(self, out: bytearray, value: _WireEnum, vocab: int | None) -> None:
         out.append(value.code)
 
-    def read(self, r: _Reader, vocab: int | None) -> Scheme:
+    def read(self, r: _Reader, vocab: int | None) -> _WireEnum:
         code = _U8.read(r, vocab)
         try:
-            return Scheme.from_code(code)
+            return self.enum.from_code(code)
         except ConfigError as exc:
             raise _Invalid(str(exc)) from None
 
@@ -376,7 +400,8 @@ class _OptionalSparseF64(_Kind):
             raise _Invalid(str(exc)) from None
 
 
-_PARAMS, _SCHEME, _ERROR_CODE = _Params(), _SchemeCode(), _ErrorCodeKind()
+_PARAMS, _ERROR_CODE = _Params(), _ErrorCodeKind()
+_SCHEME, _MODE = _Coded(Scheme), _Coded(Mode)
 _OPTIONAL_TOKEN, _OPTIONAL_P = _OptionalToken(), _OptionalSparseF64()
 
 
@@ -408,12 +433,16 @@ class Message:
             self._normalise(name, _U32)
         for name, kind in _wire_fields(type(self)):
             self._normalise(name, kind)
+        self._validate()
 
     def _normalise(self, name: str, kind: _Kind) -> None:
         try:
             object.__setattr__(self, name, kind.check(getattr(self, name)))
         except _Invalid as exc:
             raise _error(type(self), name, exc) from None
+
+    def _validate(self) -> None:
+        """Checks across fields (run for built and for decoded messages alike)."""
 
     def payload(self, vocab: int | None = None) -> bytes:
         """The payload bytes (what follows the frame header)."""
@@ -431,12 +460,26 @@ class Message:
         start: int,
         vocab: int | None = None,
     ) -> Self:
-        """The message whose header held (session, epoch, start) and whose payload is data."""
+        """The message whose header held (session, epoch, start) and whose payload is data.
+
+        Every field is checked once, as it is read (the header's u32s need no
+        check); only the checks across fields run again.
+        """
         r = _Reader(data)
         values = cls._read(r, vocab)
         if r.left:
             raise ProtocolError(f"{cls.__name__}: {r.left} trailing byte(s) after the payload")
-        return cls(session=session, epoch=epoch, start=start, **values)
+        msg = cls.__new__(cls)
+        for name, value in (("session", session), ("epoch", epoch), ("start", start)):
+            object.__setattr__(msg, name, value)
+        for f in fields(cls):
+            if f.name in values:
+                object.__setattr__(msg, f.name, values[f.name])
+            elif f.name not in ("session", "epoch", "start"):
+                default = f.default_factory() if f.default_factory is not MISSING else f.default
+                object.__setattr__(msg, f.name, default)
+        msg._validate()
+        return msg
 
     def _write(self, out: bytearray, vocab: int | None) -> None:
         for name, kind in _wire_fields(type(self)):
@@ -458,21 +501,17 @@ class Message:
 
 @dataclass(frozen=True, kw_only=True)
 class Hello(Message):
-    """Edge -> cloud, first: opens ``session`` and fixes what both sides share.
+    """Edge -> cloud, first: who the edge is and which vocabulary it speaks.
 
-    The cloud compares the vocabulary fingerprint with its model's and refuses
-    a mismatch with a message naming the difference, checks the auth token, and
-    accepts or refuses the sampling parameters and the scheme (an Error, else a
-    Welcome). ``k`` bounds
-    every sparse record of the session (q16 uplink, float64 top-K downlink).
+    The cloud checks the auth token and compares the vocabulary fingerprint
+    with its model's (a mismatch is refused with a message naming the
+    difference), then answers with a Welcome or an Error. Sampling, scheme and
+    K are per generation (Start), not per connection.
     """
 
     TYPE: ClassVar[int] = 1
     vocab_fingerprint: VocabFingerprint = field(metadata=_wire(_Fingerprint()))
-    params: SamplingParams = field(metadata=_wire(_PARAMS))
-    scheme: Scheme = field(metadata=_wire(_SCHEME))
-    k: int = field(metadata=_wire(_Int("H", 1, MAX_K)))
-    auth_token: bytes = field(default=b"", metadata=_wire(_Blob(256)))
+    auth_token: bytes = field(default=b"", metadata=_wire(_Blob(MAX_TOKEN_BYTES)))
     client_name: str = field(default="", metadata=_wire(_Text(64)))
 
     @property
@@ -482,31 +521,60 @@ class Hello(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class Welcome(Message):
-    """Cloud -> edge: the handshake succeeded; the limits the edge must respect."""
+    """Cloud -> edge: the handshake succeeded; the limits the edge must respect.
+
+    Every limit the cloud enforces is here, so the edge can refuse a request
+    that cannot be served before sending it (and clamp what it may clamp).
+    """
 
     TYPE: ClassVar[int] = 2
     server_name: str = field(default="", metadata=_wire(_Text(64)))
     max_block: int = field(metadata=_wire(_Int("H", 1, MAX_BLOCK)))
     """Most drafted tokens the cloud takes in one DraftBlock."""
     max_depth: int = field(metadata=_wire(_Int("H", 1)))
-    """Most DraftBlocks the cloud keeps in flight per session (the pipeline depth)."""
+    """Most DraftBlocks the cloud keeps queued per generation (the pipeline depth)."""
+    max_k: int = field(default=MAX_K, metadata=_wire(_Int("H", 1, MAX_K)))
+    """Most entries of a generation's sparse records (its ``k``)."""
+    max_prompt_tokens: int = field(metadata=_wire(_U32))
+    """Longest prompt a Start may carry."""
+    max_new_tokens: int = field(metadata=_wire(_U32))
+    """Most tokens one generation may ask for."""
+    context_size: int = field(metadata=_wire(_U32))
+    """Most tokens a generation holds: prompt plus generated tokens."""
+    max_generations: int = field(default=1, metadata=_wire(_Int("H", 1)))
+    """Most generations open at once on this connection."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Start(Message):
-    """Edge -> cloud: start a generation in ``session`` and prefill its prompt.
+    """Edge -> cloud: start generation ``session`` and prefill its prompt.
 
     ``start`` is the position of the first token to generate (the prompt's
-    length); ``seed`` keys all of the generation's randomness. With
-    ``cloud_only`` the cloud decodes alone and streams one Verdict per token
-    (accepted 0, the token), then a Bye.
+    length). The generation's whole description travels here: ``seed`` keys
+    all of its randomness; ``params``, ``scheme`` and ``k`` fix the sampling
+    transform and what its messages carry; ``mode`` says whether the edge
+    drafts (``pipeline``, ``sync``) or the cloud decodes alone (``cloud-only``:
+    one Verdict per token, accepted 0, then a Bye). ``allow_inexact`` accepts
+    ``split`` corrections from a truncated p (its support wider than ``k``);
+    without it such a ``split`` generation is refused.
     """
 
     TYPE: ClassVar[int] = 3
     seed: int = field(metadata=_wire(_U64))
     max_new_tokens: int = field(metadata=_wire(_U32))
+    mode: Mode = field(metadata=_wire(_MODE))
+    scheme: Scheme = field(metadata=_wire(_SCHEME))
+    params: SamplingParams = field(metadata=_wire(_PARAMS))
+    k: int = field(default=8, metadata=_wire(_Int("H", 1, MAX_K)))
+    allow_inexact: bool = field(default=False, metadata=_wire(_BOOL))
     prompt: tuple[int, ...] = field(metadata=_wire(_Tokens("I", 1, _U32.hi)))
-    cloud_only: bool = field(default=False, metadata=_wire(_BOOL))
+
+    def _validate(self) -> None:
+        if self.start != len(self.prompt):
+            raise ProtocolError(
+                f"Start.start: the first generated position is the prompt's length "
+                f"{len(self.prompt)}, got {self.start}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -517,8 +585,9 @@ class DraftBlock(Message):
     ``sparse-q`` the quantised q each token was drafted from (``q``, q16
     records), ``split`` q(x) of each token as a count out of 65536
     (``q_counts``, u16 count - 1 each), ``gumbel`` and ``greedy`` nothing.
-    ``bonus`` asks for a bonus token when every drafted token is accepted; the
-    pipeline sets it only on a generation's last block. ``correction`` is the
+    ``bonus`` asks for a bonus token when every drafted token is accepted
+    (``sync`` sets it on every block that leaves room for one; the pipeline
+    never does: the next block verifies that position). ``correction`` is the
     token at start - 1 when the edge decided it itself (the ``split`` scheme's
     correction, sampled on the edge); the cloud commits it before verifying.
     """
@@ -533,8 +602,7 @@ class DraftBlock(Message):
     q_counts: tuple[int, ...] = ()
     """``split`` only: q(x) * 65536 of each drafted token, in 1..65536."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _validate(self) -> None:
         n = len(self.tokens)
         wants = {
             "q": n if self.scheme is Scheme.SPARSE_Q else 0,
@@ -638,8 +706,7 @@ class Verdict(Message):
     """False when p's support did not fit in the record, so the edge's
     correction is an approximation (DESIGN.md section 2)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _validate(self) -> None:
         if self.p is not None and self.token is not None:
             raise ProtocolError("Verdict.p: a verdict with p leaves the token to the edge")
         if self.p is None and not self.p_exact:
@@ -648,10 +715,12 @@ class Verdict(Message):
 
 @dataclass(frozen=True, kw_only=True)
 class Cancel(Message):
-    """Edge -> cloud: the edge rolled back to position ``start``; drop every
-    block of ``session`` from epochs older than ``epoch``, queued or running."""
+    """Edge -> cloud: stop generation ``session`` now (the edge gave up on it:
+    an error, a deadline, its caller cancelled). The cloud drops its queued work,
+    frees it and answers with a Bye."""
 
     TYPE: ClassVar[int] = 6
+    reason: str = field(default="", metadata=_wire(_Text(256)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -675,3 +744,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     m.TYPE: m for m in (Hello, Welcome, Start, DraftBlock, Verdict, Cancel, Error, Bye)
 }
 """Every message class by its type code."""
+
+MAX_HELLO_PAYLOAD = 2 + 0xFFFF + 2 + MAX_TOKEN_BYTES + 2 + 64
+"""The largest payload a Hello can have (fingerprint, token and name at their limits):
+a server reading nothing but a Hello needs no bigger frame."""

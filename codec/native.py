@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._kernels import ffi, lib  # type: ignore[import-not-found]
+from ._kernels import ffi, lib
 from .errors import ConfigError, KernelError
 from .sampling import SamplingParams
 

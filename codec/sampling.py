@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .scheme import Scheme
 
 MAX_TEMPERATURE = 100.0
+MAX_K = 256
+"""Most entries of a sparse record (PICO_MAX_K)."""
 
 
 @dataclass(frozen=True)
@@ -65,3 +68,55 @@ class SamplingParams:
         if unknown:
             raise ConfigError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How one generation samples: the transform, the verification scheme and K.
+
+    It travels in the generation's Start, so one connection can serve a greedy
+    command and a T = 0.8 chat turn back to back.
+    """
+
+    params: SamplingParams
+    scheme: Scheme
+    k: int = 8
+    """Entries of every sparse record (q16 uplink, float64 top-K downlink)."""
+    allow_inexact: bool = False
+    """``split`` only: accept corrections sampled from a truncated p."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.params, SamplingParams):
+            raise ConfigError(f"params must be SamplingParams, got {self.params!r}")
+        object.__setattr__(self, "scheme", Scheme.parse(self.scheme))
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= MAX_K:
+            raise ConfigError(f"k must be an integer in 1..{MAX_K}, got {self.k!r}")
+        if self.scheme is Scheme.GREEDY and not self.params.greedy:
+            raise ConfigError("the greedy scheme needs temperature 0 (or top_k 1)")
+        if not self.exact and not self.allow_inexact:
+            raise ConfigError(
+                f"split is exact only when p's support fits in k={self.k} (temperature 0, "
+                f"or 1 <= top_k <= {self.k}); got temperature {self.params.temperature:g}, "
+                f"top_k {self.params.top_k}. Use another scheme, a top_k <= k, or allow "
+                "inexact corrections explicitly"
+            )
+
+    @property
+    def exact(self) -> bool:
+        """True when the scheme keeps the output distribution exactly p."""
+        return self.scheme is not Scheme.SPLIT or self.params.support_fits(self.k)
+
+    @classmethod
+    def of(
+        cls,
+        params: SamplingParams,
+        scheme: Scheme | str | None = None,
+        k: int = 8,
+        *,
+        allow_inexact: bool = False,
+    ) -> Sampling:
+        """Sampling with the default scheme for params when none is named:
+        ``greedy`` at temperature 0, else ``sparse-q`` (always exact)."""
+        if scheme is None:
+            scheme = Scheme.GREEDY if params.greedy else Scheme.SPARSE_Q
+        return cls(params, Scheme.parse(scheme), k, allow_inexact)

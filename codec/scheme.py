@@ -1,4 +1,6 @@
-"""Verification schemes: what travels per drafted token and per round.
+"""What a generation runs as: its verification scheme and its mode.
+
+Verification schemes: what travels per drafted token and per round.
 
 =========  =============================  ===================================  ===================
 scheme     uplink per drafted token       downlink per round                   exact?
@@ -8,40 +10,65 @@ split      id + q(id) (a q16 count)       count + token; on rejection top-K p  i
 gumbel     id                             accepted count + one token           always
 greedy     id                             accepted count + one token           temperature 0
 =========  =============================  ===================================  ===================
+
+Modes: ``pipeline`` (PicoSpec: several draft blocks in flight), ``sync``
+(stop-and-wait speculative decoding), ``cloud-only`` (the target decodes alone
+and streams) and ``edge-only`` (the drafter alone, no cloud). Both travel in a
+generation's Start as one byte each.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Self
 
 from .errors import ConfigError
 
 
-class Scheme(StrEnum):
+class _WireEnum(StrEnum):
+    """A named choice that travels as one byte: its position in declaration order,
+    from 1 (so members are only ever appended)."""
+
+    @property
+    def code(self) -> int:
+        """The member's one-byte wire code."""
+        return list(type(self)).index(self) + 1
+
+    @classmethod
+    def from_code(cls, code: int) -> Self:
+        members = list(cls)
+        if not 1 <= code <= len(members):
+            raise ConfigError(f"unknown {cls._what()} code {code}")
+        return members[code - 1]
+
+    @classmethod
+    def parse(cls, name: str) -> Self:
+        """The member named name; a clear error listing the choices otherwise."""
+        try:
+            return cls(name)
+        except ValueError:
+            names = ", ".join(m.value for m in cls)
+            raise ConfigError(f"unknown {cls._what()} {name!r}; choose one of {names}") from None
+
+    @classmethod
+    def _what(cls) -> str:
+        return cls.__name__.lower()
+
+
+class Scheme(_WireEnum):
     SPARSE_Q = "sparse-q"
     SPLIT = "split"
     GUMBEL = "gumbel"
     GREEDY = "greedy"
 
+
+class Mode(_WireEnum):
+    PIPELINE = "pipeline"
+    SYNC = "sync"
+    CLOUD_ONLY = "cloud-only"
+    EDGE_ONLY = "edge-only"
+
     @property
-    def code(self) -> int:
-        """The scheme's one-byte wire code."""
-        return _CODES[self]
-
-    @classmethod
-    def from_code(cls, code: int) -> Scheme:
-        for scheme, c in _CODES.items():
-            if c == code:
-                return scheme
-        raise ConfigError(f"unknown scheme code {code}")
-
-    @classmethod
-    def parse(cls, name: str) -> Scheme:
-        try:
-            return cls(name)
-        except ValueError:
-            names = ", ".join(s.value for s in cls)
-            raise ConfigError(f"unknown scheme {name!r}; choose one of {names}") from None
-
-
-_CODES = {Scheme.SPARSE_Q: 1, Scheme.SPLIT: 2, Scheme.GUMBEL: 3, Scheme.GREEDY: 4}
+    def speculative(self) -> bool:
+        """The edge drafts and the cloud verifies."""
+        return self in (Mode.PIPELINE, Mode.SYNC)

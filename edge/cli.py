@@ -8,80 +8,96 @@ import json
 import sys
 
 from picospec.codec.errors import ConfigError
-from picospec.codec.sampling import SamplingParams
-from picospec.codec.scheme import Scheme
-from picospec.netargs import auth_token, host_port
+from picospec.codec.sampling import Sampling, SamplingParams
+from picospec.codec.scheme import Mode
+from picospec.runtime.llamacpp import default_threads
+from picospec.runtime.netargs import auth_token, host_port
 
-from .client import EdgeClient, GenerationResult
+from .client import EdgeClient, GenerationError, GenerationResult
 from .drafter import Drafter
-
-MODES = ("pipeline", "sync", "edge-only", "cloud-only")
+from .text import TextStream
 
 
 async def run_generations(
-    client: EdgeClient, prompt: list[int], args: argparse.Namespace, stream: bool
+    client: EdgeClient,
+    prompt: list[int],
+    sampling: Sampling,
+    args: argparse.Namespace,
+    stream: bool,
 ) -> list[GenerationResult]:
     out = []
     for r in range(args.repeat):
+        text = TextStream(client.drafter.piece, client.drafter.is_end)
 
-        def show(tokens: list[int]) -> None:
-            sys.stdout.write(client.text(tokens))
+        def show(tokens: list[int], text: TextStream = text) -> None:
+            sys.stdout.write(text.feed(tokens))
             sys.stdout.flush()
 
-        res = await client.generate(
-            prompt,
-            seed=args.seed + r,
-            max_new_tokens=args.max_tokens,
-            mode=args.mode,
-            gamma=args.gamma,
-            depth=args.depth,
-            early_send=args.early_send,
-            on_tokens=show if stream else None,
-        )
+        try:
+            res = await client.generate(
+                prompt,
+                sampling=sampling,
+                seed=None if args.seed is None else args.seed + r,
+                max_new_tokens=args.max_tokens,
+                mode=args.mode,
+                gamma=args.gamma,
+                depth=args.depth,
+                early_send=args.early_send,
+                on_tokens=show if stream else None,
+                reply_timeout=args.reply_timeout,
+            )
+        finally:
+            if stream:
+                sys.stdout.write(text.flush())
         out.append(res)
     return out
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from picospec.models import prepare
-    from picospec.quic import ClientTLS
+    from picospec.runtime.models import prepare
+    from picospec.runtime.quic import ClientTLS
 
-    if args.mode not in MODES:
-        raise ConfigError(f"unknown mode {args.mode!r}; choose one of {', '.join(MODES)}")
+    mode = Mode.parse(args.mode)
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.min_p)
-    scheme = (
-        Scheme.parse(args.scheme)
-        if args.scheme
-        else (Scheme.GREEDY if params.greedy else Scheme.SPARSE_Q)
-    )
+    sampling = Sampling.of(params, args.scheme, args.k, allow_inexact=args.allow_inexact)
+    if mode is not Mode.EDGE_ONLY and not args.cloud:
+        raise ConfigError(f"--cloud HOST:PORT is needed for mode {mode.value}")
     path = args.drafter or str(prepare(args.pair)["drafter"])
-    drafter = Drafter.open(path, params, scheme=scheme, k=args.k, threads=args.threads)
+    drafter = Drafter.open(path, n_ctx=args.n_ctx, threads=args.threads)
     w = drafter.ctx.weights
     prompt = w.tokenize(w.chat_prompt(args.prompt) if args.chat else args.prompt)
 
     async def run() -> list[GenerationResult]:
         client = EdgeClient(drafter)
         try:
-            if args.mode != "edge-only":
-                if not args.cloud:
-                    raise ConfigError(f"--cloud HOST:PORT is needed for mode {args.mode}")
+            if mode is not Mode.EDGE_ONLY:
                 host, port = host_port(args.cloud)
                 tls = ClientTLS(cafile=args.ca, pin_sha256=args.pin, server_name=args.server_name)
                 await client.connect(host, port, tls, token=auth_token(args.token))
-            return await run_generations(client, prompt, args, stream=not args.json)
+            return await run_generations(client, prompt, sampling, args, stream=not args.json)
         finally:
             await client.close()
 
-    results = asyncio.run(run())
+    try:
+        results = asyncio.run(run())
+    except GenerationError as e:
+        res = e.result
+        if args.json:
+            print(json.dumps(res.to_dict()))
+        print(
+            f"\npicospec: the generation failed after {res.n_tokens} committed tokens: {e}",
+            file=sys.stderr,
+        )
+        return 1
     for res in results:
         if args.json:
             print(json.dumps(res.to_dict()))
         else:
             print(
                 f"\n[{res.mode}/{res.scheme}] {res.n_tokens} tokens, {res.tok_per_s:.1f} tok/s, "
-                f"accept len {res.mean_accept_len:.2f}, {res.finished}"
+                f"accept len {res.mean_accept_len:.2f}, seed {res.seed}, {res.finished}"
             )
-    return 0 if all(not r.finished.startswith("connection lost") for r in results) else 1
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,18 +111,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--top-k", type=int, default=0)
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--min-p", type=float, default=0.0)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--mode", default="pipeline", help=", ".join(MODES))
+    g.add_argument("--seed", type=int, default=None, help="default: a fresh random seed")
+    g.add_argument("--mode", default="pipeline", help=", ".join(m.value for m in Mode))
     g.add_argument("--scheme", help="sparse-q, split, gumbel, greedy (default: by temperature)")
-    g.add_argument("--gamma", type=int, default=4, help="drafted tokens per block")
-    g.add_argument("--depth", type=int, default=3, help="blocks in flight (pipeline)")
+    g.add_argument(
+        "--allow-inexact",
+        action="store_true",
+        help="split only: accept corrections from a p truncated to its top k",
+    )
+    g.add_argument(
+        "--gamma", type=int, default=4, help="drafted tokens per block (at most the cloud's limit)"
+    )
+    g.add_argument(
+        "--depth",
+        type=int,
+        default=3,
+        help="blocks in flight (at most the cloud's limit)",
+    )
     g.add_argument("--k", type=int, default=8, help="entries of a sparse q")
     g.add_argument("--early-send", action="store_true", help="latency-aware early send")
     g.add_argument("--repeat", type=int, default=1, help="generations, seeds S..S+R-1")
     g.add_argument("--json", action="store_true", help="one JSON object per generation")
     g.add_argument("--pair", default="smollm2", help="model pair whose drafter to use")
     g.add_argument("--drafter", help="drafter GGUF (default: the --pair drafter)")
-    g.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"drafter threads (default: half the cores, here {default_threads()}, so that a "
+        "verifier on the same machine gets the other half)",
+    )
+    g.add_argument("--n-ctx", type=int, default=2048, help="drafter context tokens")
+    g.add_argument(
+        "--reply-timeout", type=float, default=30.0, help="longest wait for the cloud, seconds"
+    )
     g.add_argument("--ca", help="CA certificate that signed the cloud's certificate")
     g.add_argument("--pin", help="SHA-256 fingerprint of the cloud's certificate")
     g.add_argument("--server-name", default="localhost", help="name in the certificate")

@@ -1,33 +1,44 @@
 """The edge client: asyncio glue between a QUIC channel, EdgeSession and the drafter.
 
-One connection serves many generations (one at a time). Messages are applied
-to the session only between drafted tokens, so the drafter is never rolled back
-while it is drafting; each token is drafted on a worker thread, so verdicts are
-read while the drafter works. ``edge-only`` generation needs no cloud at all.
+One connection serves many generations (one at a time), each with its own
+sampling, scheme, K and seed. Messages are applied to the session only between
+drafted tokens, so the drafter is never rolled back while it is drafting; every
+call into the drafter runs on one worker thread, in order, so verdicts are read
+while the drafter works and a cancelled generation can never race the next
+one. ``edge-only`` generation needs no cloud at all.
+
+``generate`` never loses what it committed and never leaves the cloud holding
+a generation: it ends with a Bye, or a Cancel when it fails, times out or is
+cancelled, and either returns the result or raises ``GenerationError``
+carrying it. Every wait for the cloud has a deadline (``reply_timeout``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
+from picospec.codec.draft import DraftToken
 from picospec.codec.errors import PicospecError
 from picospec.codec.framing import FrameParser, encode_frame
-from picospec.codec.messages import Bye, Error, Hello, Message, Welcome
-from picospec.quic import Channel, ClientTLS, connect
+from picospec.codec.messages import Error, Hello, Message, Welcome
+from picospec.codec.sampling import Sampling, SamplingParams
+from picospec.codec.scheme import Mode
+from picospec.runtime.quic import Channel, ClientTLS, TransportError, connect
 
-from .drafter import Drafter, DraftToken
-from .session import Committed, EdgeSession, Failed, Finished, Resume
+from .model import DraftModel
+from .session import Committed, EdgeSession, Event, Failed, Finished, Resume, fit
+from .text import detokenize
 
+T = TypeVar("T")
 
-def _timed(fn: Callable[..., object], *args: object) -> float:
-    """Run fn(*args); the seconds it took."""
-    t0 = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - t0
+REPLY_TIMEOUT_S = 30.0
+"""Default longest wait for the cloud during a generation."""
 
 
 class EdgeError(PicospecError):
@@ -44,6 +55,8 @@ class GenerationResult:
     mode: str
     scheme: str
     seed: int
+    """The seed every random number of the generation was keyed by (a fresh
+    random one when the caller gave none): passing it again repeats the sample."""
     exact: bool
     tok_per_s: float
     ttft_ms: float
@@ -59,7 +72,7 @@ class GenerationResult:
     blocks: list[tuple[int, int]]
     """(accepted, drafted) per verified block."""
     finished: str
-    """Why it stopped: "max tokens", "end of text", or the failure's message."""
+    """Why it stopped: "max tokens", "end of text", "deadline", or what failed."""
     seconds: float = 0.0
     """From the request to the last committed token."""
     drafted: int = 0
@@ -74,8 +87,31 @@ class GenerationResult:
         return asdict(self)
 
 
+class GenerationError(EdgeError):
+    """A generation that could not finish; ``result`` holds what it committed."""
+
+    def __init__(self, message: str, result: GenerationResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class _Run:
+    """What one generation measures as it goes."""
+
+    t0: float
+    up0: int
+    down0: int
+    ttft: float = 0.0
+    finished: str = ""
+    failed: str = ""
+    steps: list[float] = field(default_factory=list)
+    prefill_s: float = 0.0
+    prefill: asyncio.Future[float] | None = None
+
+
 class EdgeClient:
-    def __init__(self, drafter: Drafter) -> None:
+    def __init__(self, drafter: DraftModel) -> None:
         self.drafter = drafter
         self._ch: Channel | None = None
         self._parser = FrameParser(vocab=drafter.vocab_size)
@@ -97,8 +133,8 @@ class EdgeClient:
         name: str = "picospec-edge",
         timeout: float = 30.0,
     ) -> Welcome:
-        """Open the connection and do the handshake (vocabulary, params, scheme, token)."""
-        d = self.drafter
+        """Open the connection and do the handshake (vocabulary, token); the Welcome
+        says the cloud's limits, which every later generation respects."""
         self._ch = await connect(host, port, tls)
         self._reader = asyncio.create_task(self._read())
         self._send(
@@ -106,15 +142,17 @@ class EdgeClient:
                 session=0,
                 epoch=0,
                 start=0,
-                vocab_fingerprint=d.ctx.weights.vocab_fingerprint,
-                params=d.params,
-                scheme=d.scheme,
-                k=d.k,
+                vocab_fingerprint=self.drafter.fingerprint(),
                 auth_token=token,
                 client_name=name,
             )
         )
-        reply = await asyncio.wait_for(self._inbox.get(), timeout)
+        try:
+            reply = await asyncio.wait_for(self._inbox.get(), timeout)
+        except TimeoutError:
+            raise EdgeError(
+                f"no handshake: the cloud did not answer within {timeout:g} s"
+            ) from None
         if isinstance(reply, Welcome):
             self.welcome = reply
             return reply
@@ -142,187 +180,258 @@ class EdgeClient:
         finally:
             self._inbox.put_nowait(None)  # wakes a waiting generation
 
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a drafter call on the drafter's thread (in order with every other)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # ------------------------------------------------------------------ generation
     async def generate(
         self,
         prompt: list[int],
         *,
-        seed: int = 0,
+        sampling: Sampling | None = None,
+        seed: int | None = None,
         max_new_tokens: int = 64,
-        mode: str = "pipeline",
+        mode: Mode | str = Mode.PIPELINE,
         gamma: int = 4,
         depth: int = 3,
         early_send: bool = False,
         on_tokens: Callable[[list[int]], None] | None = None,
+        reply_timeout: float = REPLY_TIMEOUT_S,
+        deadline: float | None = None,
     ) -> GenerationResult:
-        """Generate after prompt; tokens are passed to on_tokens as they are committed."""
-        if mode == "edge-only":
-            return await self._edge_only(prompt, seed, max_new_tokens, on_tokens)
-        d, loop = self.drafter, asyncio.get_running_loop()
+        """Generate after prompt; committed tokens go to on_tokens as they are final.
+
+        sampling: parameters, scheme and K (default: greedy). seed: None draws a
+        fresh one (reported in the result). gamma and depth are clamped to the
+        cloud's announced max_block and max_depth; a prompt or max_new_tokens the
+        cloud cannot take is refused before anything is sent. reply_timeout: the
+        longest wait for the cloud. deadline: a time on the event loop's clock
+        when the generation stops with what it has (finished "deadline").
+        Raises GenerationError (with the committed tokens) when it cannot finish.
+        """
+        mode = Mode.parse(mode)
+        sampling = sampling or Sampling.of(SamplingParams(temperature=0.0))
+        seed = secrets.randbits(64) if seed is None else seed
+        d = self.drafter
+        if len(prompt) + max_new_tokens > d.n_ctx and mode is not Mode.CLOUD_ONLY:
+            raise EdgeError(
+                f"{len(prompt)} prompt tokens + {max_new_tokens} new tokens do not fit the "
+                f"drafter's context of {d.n_ctx} tokens"
+            )
+        if mode is Mode.EDGE_ONLY:
+            return await self._edge_only(prompt, seed, sampling, max_new_tokens, on_tokens)
+        if self._ch is None or self.welcome is None:
+            raise EdgeError("not connected: call connect() first")
+        if self.lost:
+            raise EdgeError(f"the connection to the cloud is lost: {self.lost}")
+        gamma, depth = fit(
+            self.welcome,
+            prompt_tokens=len(prompt),
+            max_new=max_new_tokens,
+            gamma=gamma,
+            depth=depth,
+            k=sampling.k,
+        )
         sess = EdgeSession(
             self._next_session,
             tuple(prompt),
             seed=seed,
             max_new=max_new_tokens,
-            scheme=d.scheme,
-            is_end=d.ctx.weights.is_end,
+            sampling=sampling,
+            is_end=d.is_end,
             mode=mode,
             gamma=gamma,
             depth=depth,
             early_send=early_send,
         )
         self._next_session += 1
-        up0, down0, t0 = self.bytes_up, self.bytes_down, time.perf_counter()
-        ttft = 0.0
-        forwards = 0
-        finished = ""
+        run = _Run(time.perf_counter(), self.bytes_up, self.bytes_down)
+        self._drop_stale()
+        self._send(sess.start_message())
+        if mode.speculative:  # the drafter evaluates the prompt while the cloud does
+            run.prefill = asyncio.ensure_future(self._call(_timed, d.prefill, list(prompt)))
+        try:
+            await self._drive(sess, run, on_tokens, reply_timeout, deadline)
+        except asyncio.CancelledError:
+            self._end(sess, "the edge's caller cancelled the generation")
+            raise
+        except Exception as e:
+            why = str(e) or type(e).__name__
+            self._end(sess, why)
+            result = self._result(sess, run)
+            result.finished = why
+            raise GenerationError(why, result) from e
+        if run.failed:
+            self._end(sess, run.failed)
+            result = self._result(sess, run)
+            raise GenerationError(run.failed, result)
+        self._end(sess, "deadline" if run.finished == "deadline" else "")
+        return self._result(sess, run)
+
+    def _drop_stale(self) -> None:
+        """Forget verdicts of earlier generations still in the inbox (keep a loss)."""
+        keep = [m for m in _drain(self._inbox) if m is None]
+        for m in keep:
+            self._inbox.put_nowait(m)
+
+    async def _drive(
+        self,
+        sess: EdgeSession,
+        run: _Run,
+        on_tokens: Callable[[list[int]], None] | None,
+        reply_timeout: float,
+        deadline: float | None,
+    ) -> None:
+        d, loop = self.drafter, asyncio.get_running_loop()
         partial: list[DraftToken] = []
         drafting_since = 0.0
-        steps: list[float] = []  # wall time of each drafter step
-        self._send(sess.start_message())
-        prefill = (
-            None
-            if mode == "cloud-only"  # the drafter evaluates the prompt while the cloud does
-            else loop.run_in_executor(self._pool, _timed, d.prefill, list(prompt))
-        )
-        prefill_s = 0.0
         while not sess.done:
-            waiting = sess.want() == 0
-            while waiting or not self._inbox.empty():
-                msg = await self._inbox.get()
+            while not sess.done and (sess.want() == 0 or not self._inbox.empty()):
+                try:
+                    msg = await self._next_message(reply_timeout, deadline)
+                except _DeadlineReached:
+                    run.finished = "deadline"
+                    return
                 if msg is None:
                     self._inbox.put_nowait(None)  # keep later waits from hanging
                     events = sess.connection_lost(self.lost)
                 elif msg.session != sess.session:
-                    continue  # a late verdict of an earlier generation on this connection
+                    continue  # a late message of an earlier generation on this connection
                 else:
-                    forwards += getattr(msg, "target_forwards", 0)
                     events = sess.receive(msg, time.perf_counter())
-                for ev in events:
-                    if isinstance(ev, Committed):
-                        if not ttft:
-                            ttft = time.perf_counter() - t0
-                            if prefill is not None:
-                                prefill_s = await prefill
-                                d.begin(list(prompt) + list(ev.tokens), seed)
-                        if on_tokens:
-                            on_tokens(list(ev.tokens))
-                    elif isinstance(ev, Resume):
-                        d.rollback(ev.position)
-                        d.push(ev.token)
-                        partial = []
-                    elif isinstance(ev, (Finished, Failed)):
-                        finished = ev.reason if isinstance(ev, Finished) else ev.message
-                waiting = not sess.done and sess.want() == 0
+                if await self._apply(sess, run, events, on_tokens):
+                    partial = []
+            if sess.done:
+                break
+            if deadline is not None and loop.time() >= deadline:
+                run.finished = "deadline"
+                break
             n = sess.want()
-            if sess.done or n == 0:
-                continue
             if not partial:
                 drafting_since = time.perf_counter()
             t_step = time.perf_counter()
-            partial += await loop.run_in_executor(self._pool, d.draft, 1)
-            steps.append(time.perf_counter() - t_step)
+            partial += await self._call(d.draft, 1)
+            run.steps.append(time.perf_counter() - t_step)
             elapsed = time.perf_counter() - drafting_since
             if len(partial) >= n or sess.send_early(len(partial), elapsed):
                 self._send(sess.block(partial, time.perf_counter()))
                 partial = []
-        if not self.lost:
-            self._send(Bye(session=sess.session, epoch=sess.epoch, start=sess.committed_end))
-        return self._result(
-            sess, mode, seed, t0, ttft, up0, down0, forwards, finished, steps, prefill_s
-        )
 
-    def _result(
+    async def _next_message(self, reply_timeout: float, deadline: float | None) -> Message | None:
+        loop = asyncio.get_running_loop()
+        wait = reply_timeout if deadline is None else min(reply_timeout, deadline - loop.time())
+        try:
+            return await asyncio.wait_for(self._inbox.get(), max(wait, 0.0))
+        except TimeoutError:
+            if deadline is not None and loop.time() >= deadline:
+                raise _DeadlineReached from None
+            raise EdgeError(f"the cloud sent nothing for {reply_timeout:g} s") from None
+
+    async def _apply(
         self,
         sess: EdgeSession,
-        mode: str,
-        seed: int,
-        t0: float,
-        ttft: float,
-        up0: int,
-        down0: int,
-        forwards: int,
-        finished: str,
-        steps: list[float],
-        prefill_s: float,
-    ) -> GenerationResult:
-        secs = time.perf_counter() - t0
+        run: _Run,
+        events: list[Event],
+        on_tokens: Callable[[list[int]], None] | None,
+    ) -> bool:
+        """Carry out the session's events; True when the drafter was rolled back."""
+        d, resumed = self.drafter, False
+        for ev in events:
+            if isinstance(ev, Committed):
+                if not run.ttft:
+                    run.ttft = time.perf_counter() - run.t0
+                    if run.prefill is not None:
+                        run.prefill_s = await run.prefill
+                        ctx = list(sess.prompt) + list(ev.tokens)
+                        await self._call(d.begin, ctx, sess.seed, sess.sampling)
+                if on_tokens:
+                    on_tokens(list(ev.tokens))
+            elif isinstance(ev, Resume):
+                await self._call(_resume, d, ev.position, ev.token)
+                resumed = True
+            elif isinstance(ev, Finished):
+                run.finished = ev.reason
+            elif isinstance(ev, Failed):
+                run.failed = run.finished = ev.message
+        return resumed
+
+    def _end(self, sess: EdgeSession, why: str) -> None:
+        """Tell the cloud the generation is over (Bye), or abandoned (Cancel)."""
+        if sess.closed_by_cloud or self.lost or self._ch is None or self._ch.closed:
+            return
+        msg = sess.bye() if not why and sess.done else sess.cancel(why or "the edge stopped")
+        try:
+            self._send(msg)
+        except TransportError:
+            pass
+
+    def _result(self, sess: EdgeSession, run: _Run) -> GenerationResult:
+        secs = time.perf_counter() - run.t0
         n = len(sess.generated)
         st = sess.stats
-        step = sum(steps) / len(steps) if steps else 0.0
+        step = sum(run.steps) / len(run.steps) if run.steps else 0.0
         return GenerationResult(
             text=self.text(sess.generated),
             token_ids=list(sess.generated),
             n_tokens=n,
-            mode=mode,
+            mode=sess.mode.value,
             scheme=sess.scheme.value,
-            seed=seed,
+            seed=sess.seed,
             exact=sess.exact,
             tok_per_s=n / secs if secs else 0.0,
-            ttft_ms=1e3 * ttft,
-            tpot_ms=1e3 * (secs - ttft) / (n - 1) if n > 1 else 0.0,
+            ttft_ms=1e3 * run.ttft,
+            tpot_ms=1e3 * (secs - run.ttft) / (n - 1) if n > 1 else 0.0,
             mean_accept_len=st.emitted / st.rounds if st.rounds else 0.0,
             accept_rate=st.accepted / st.drafted if st.drafted else 0.0,
             rounds=st.rounds,
             rollbacks=st.rollbacks,
-            bytes_up=self.bytes_up - up0,
-            bytes_down=self.bytes_down - down0,
-            target_forwards=forwards,
+            bytes_up=self.bytes_up - run.up0,
+            bytes_down=self.bytes_down - run.down0,
+            target_forwards=st.target_forwards,
             blocks=list(st.blocks),
-            finished=finished,
+            finished=run.finished,
             seconds=secs,
-            drafted=len(steps),
+            drafted=len(run.steps),
             draft_ms=1e3 * step,
-            drafter_prefill_ms=1e3 * prefill_s,
+            drafter_prefill_ms=1e3 * run.prefill_s,
         )
 
     def text(self, tokens: list[int]) -> str:
         """The text of tokens (end-of-generation tokens left out)."""
-        w = self.drafter.ctx.weights
-        return b"".join(w.piece(t) for t in tokens if not w.is_end(t)).decode(errors="replace")
+        return detokenize(self.drafter.piece, self.drafter.is_end, tokens)
 
     async def _edge_only(
         self,
         prompt: list[int],
         seed: int,
+        sampling: Sampling,
         max_new: int,
         on_tokens: Callable[[list[int]], None] | None,
     ) -> GenerationResult:
-        d, loop = self.drafter, asyncio.get_running_loop()
+        d = self.drafter
         sess = EdgeSession(
             0,
             tuple(prompt),
             seed=seed,
             max_new=max_new,
-            scheme=d.scheme,
-            is_end=d.ctx.weights.is_end,
+            sampling=sampling,
+            is_end=d.is_end,
+            mode=Mode.EDGE_ONLY,
         )
-        t0, ttft = time.perf_counter(), 0.0
-        prefill_s = await loop.run_in_executor(self._pool, _timed, d.begin, list(prompt), seed)
-        finished = ""
-        steps: list[float] = []
+        run = _Run(time.perf_counter(), self.bytes_up, self.bytes_down)
+
+        def begin() -> None:
+            d.begin(list(prompt), seed, sampling)
+
+        run.prefill_s = await self._call(_timed, begin)
         while not sess.done:
             t_step = time.perf_counter()
-            token = await loop.run_in_executor(self._pool, d.sample_own)
-            steps.append(time.perf_counter() - t_step)
-            ttft = ttft or time.perf_counter() - t0
-            for ev in sess.commit([token]):
-                if isinstance(ev, Committed) and on_tokens:
-                    on_tokens(list(ev.tokens))
-                elif isinstance(ev, Finished):
-                    finished = ev.reason
-        return self._result(
-            sess,
-            "edge-only",
-            seed,
-            t0,
-            ttft,
-            self.bytes_up,
-            self.bytes_down,
-            0,
-            finished,
-            steps,
-            prefill_s,
-        )
+            token = await self._call(d.sample_own)
+            run.steps.append(time.perf_counter() - t_step)
+            run.ttft = run.ttft or time.perf_counter() - run.t0
+            await self._apply(sess, run, sess.commit([token]), on_tokens)
+        return self._result(sess, run)
 
     async def close(self) -> None:
         if self._ch is not None and not self._ch.closed:
@@ -330,3 +439,26 @@ class EdgeClient:
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
         self._pool.shutdown(wait=False)
+
+
+class _DeadlineReached(Exception):
+    """The caller's deadline passed while waiting for the cloud."""
+
+
+def _timed(fn: Callable[..., object], *args: object) -> float:
+    """Run fn(*args); the seconds it took."""
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def _resume(d: DraftModel, position: int, token: int) -> None:
+    d.rollback(position)
+    d.push(token)
+
+
+def _drain(q: asyncio.Queue[Message | None]) -> list[Message | None]:
+    out = []
+    while not q.empty():
+        out.append(q.get_nowait())
+    return out

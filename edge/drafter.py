@@ -1,6 +1,7 @@
 """The drafter: a small GGUF model on the device proposing tokens.
 
-Lifecycle (after llama.cpp's common/speculative.h): ``begin`` with the context,
+Lifecycle (after llama.cpp's common/speculative.h): ``begin`` with the context
+and the generation's sampling (parameters, scheme and K are per generation),
 ``draft`` n tokens, then ``rollback`` to the accepted prefix and ``push`` the
 token the verifier decided. Each drafted token comes with the exact object it
 was sampled from: the quantised top-K q (``sparse-q``, ``split``, ``greedy``),
@@ -27,21 +28,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from picospec.codec import ops, rng
+from picospec.codec.draft import DraftToken
 from picospec.codec.errors import ConfigError
 from picospec.codec.rng import Purpose
-from picospec.codec.sampling import SamplingParams
+from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.codec.sparse import SparseDist
 from picospec.codec.verify import target_token
-from picospec.llamacpp import LlamaContext, LlamaWeights
+from picospec.codec.vocab import VocabFingerprint
+from picospec.runtime.llamacpp import LlamaContext, LlamaWeights, default_threads
 
-
-@dataclass(frozen=True)
-class DraftToken:
-    token: int
-    q: SparseDist | None
-    """The quantised q the token was sampled from; None under ``gumbel``."""
+__all__ = ["DraftToken", "Drafter", "DrafterStats"]
 
 
 @dataclass
@@ -66,40 +66,44 @@ class Drafter:
     """Drafts from one llama.cpp context; ``tokens`` is everything it assumes."""
 
     ctx: LlamaContext
-    params: SamplingParams
-    scheme: Scheme = Scheme.SPARSE_Q
-    k: int = 8
+    sampling: Sampling = field(
+        default_factory=lambda: Sampling(SamplingParams(temperature=0.0), Scheme.GREEDY)
+    )
+    """The current generation's sampling (set by ``begin``)."""
     seed: int = 0
     tokens: list[int] = field(default_factory=list)
     stats: DrafterStats = field(default_factory=DrafterStats)
     _n_kv: int = 0  # tokens[:_n_kv] are in the KV cache; always < len(tokens)
     _base: tuple[int, ...] = ()  # evaluated in one call from position 0; its KV is intact
 
-    def __post_init__(self) -> None:
-        if self.scheme is Scheme.GREEDY and not self.params.greedy:
-            raise ConfigError("the greedy scheme needs temperature 0 (or top_k 1)")
-        if not 1 <= self.k <= 256:
-            raise ConfigError(f"k must be in 1..256, got {self.k}")
-
     @classmethod
-    def open(
-        cls,
-        path: str | Path,
-        params: SamplingParams,
-        *,
-        scheme: Scheme = Scheme.SPARSE_Q,
-        k: int = 8,
-        n_ctx: int = 2048,
-        threads: int | None = None,
-    ) -> Drafter:
+    def open(cls, path: str | Path, *, n_ctx: int = 2048, threads: int | None = None) -> Drafter:
+        """A drafter over a GGUF file; threads defaults to ``default_threads()``
+        (half the cores, for a drafter that shares the machine with a verifier)."""
         ctx = LlamaContext(
-            LlamaWeights(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), threads=threads
+            LlamaWeights(path),
+            n_ctx=n_ctx,
+            n_batch=min(512, n_ctx),
+            threads=threads or default_threads(),
         )
-        return cls(ctx, params, scheme, k)
+        return cls(ctx)
 
     @property
     def vocab_size(self) -> int:
         return self.ctx.vocab_size
+
+    @property
+    def n_ctx(self) -> int:
+        return self.ctx.n_ctx
+
+    def fingerprint(self) -> VocabFingerprint:
+        return self.ctx.weights.vocab_fingerprint
+
+    def is_end(self, token: int) -> bool:
+        return self.ctx.weights.is_end(token)
+
+    def piece(self, token: int) -> bytes:
+        return self.ctx.weights.piece(token)
 
     def prefill(self, prompt: list[int]) -> None:
         """Evaluate a prompt ahead of ``begin(prompt + [first token])``, on the same
@@ -109,11 +113,17 @@ class Drafter:
         self._evaluate_base(tuple(prompt))
         self.tokens = list(prompt)
 
-    def begin(self, tokens: list[int], seed: int) -> None:
-        """Start a generation whose known context (prompt and decided tokens) is tokens."""
+    def begin(self, tokens: list[int], seed: int, sampling: Sampling) -> None:
+        """Start a generation whose known context (prompt and decided tokens) is
+        tokens, drafting with the generation's sampling."""
         if not tokens:
             raise ConfigError("the drafter needs at least one context token")
+        if len(tokens) >= self.ctx.n_ctx:
+            raise ConfigError(
+                f"a context of {len(tokens)} tokens does not fit the drafter's {self.ctx.n_ctx}"
+            )
         self.seed = seed
+        self.sampling = sampling
         if len(tokens) > 1:
             self._evaluate_base(tuple(tokens[:-1]))
         else:
@@ -145,11 +155,12 @@ class Drafter:
         self.stats.draft_seconds += time.perf_counter() - t0
         return out
 
-    def _sample(self, logits, position: int) -> DraftToken:
-        if self.scheme is Scheme.GUMBEL:
+    def _sample(self, logits: np.ndarray, position: int) -> DraftToken:
+        s = self.sampling
+        if s.scheme is Scheme.GUMBEL:
             key = rng.key(self.seed, position, Purpose.GUMBEL)
-            return DraftToken(ops.gumbel_argmax(logits, self.params, key), None)
-        q = SparseDist.from_counts(*ops.transform_topk(logits, self.params, self.k))
+            return DraftToken(ops.gumbel_argmax(logits, s.params, key), None)
+        q = SparseDist.from_counts(*ops.transform_topk(logits, s.params, s.k))
         return DraftToken(q.sample(rng.uniform(self.seed, position, Purpose.DRAFT)), q)
 
     def sample_own(self) -> int:
@@ -159,8 +170,8 @@ class Drafter:
         self.ctx.decode(self.tokens[self._n_kv :], self._n_kv)
         self.stats.forwards += 1
         self._n_kv = len(self.tokens)
-        q = ops.transform_dense(self.ctx.logits(), self.params)
-        token = target_token(self.scheme, q, rng.KeyedRandom(self.seed), len(self.tokens))
+        q = ops.transform_dense(self.ctx.logits(), self.sampling.params)
+        token = target_token(self.sampling.scheme, q, rng.KeyedRandom(self.seed), len(self.tokens))
         self.tokens.append(token)
         self.stats.drafted += 1
         self.stats.draft_seconds += time.perf_counter() - t0

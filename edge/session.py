@@ -5,14 +5,16 @@ are in flight, each drafted from the tail of the previous ones. A verdict
 commits its accepted prefix; a rejection (or a correction) bumps the epoch,
 discards every later block, and tells the driver where the drafter resumes.
 Verdicts of an older epoch are dropped. In ``pipeline`` mode the position after
-a fully accepted block is verified from the next block, never from a bonus
-token, except at the very end; ``sync`` is stop-and-wait (depth 1, a bonus on
-every block). Block boundaries therefore depend only on earlier outcomes, never
-on timing, and neither does any token. ``cloud-only`` drafts nothing: the cloud
+a fully accepted block is verified by the next block, never by a bonus token;
+``sync`` is stop-and-wait (depth 1, a bonus on every block that leaves room for
+one). Block boundaries therefore depend only on earlier outcomes, never on
+timing, and neither does any token. ``cloud-only`` drafts nothing: the cloud
 decodes alone and the session only commits what it streams.
 
 No sockets, no clock, no model: the driver feeds messages and ``now``, drafts
-what ``want()`` asks for, and applies the returned events to the drafter.
+what ``want()`` asks for, applies the returned events to its drafter, and sends
+``bye()`` or ``cancel()`` when the generation ends. The network client, the
+in-process loop and the simulator all drive this one class.
 """
 
 from __future__ import annotations
@@ -21,16 +23,27 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from picospec.codec.draft import DraftToken
 from picospec.codec.errors import ConfigError
-from picospec.codec.messages import Bye, DraftBlock, Error, Message, Start, Verdict
+from picospec.codec.messages import (
+    MAX_BLOCK,
+    Bye,
+    Cancel,
+    DraftBlock,
+    Error,
+    Message,
+    Start,
+    Verdict,
+    Welcome,
+)
 from picospec.codec.rng import KeyedRandom
-from picospec.codec.scheme import Scheme
+from picospec.codec.sampling import Sampling
+from picospec.codec.scheme import Mode, Scheme
 from picospec.codec.sparse import Q_ONE
 from picospec.codec.verify import split_correction
 
-from .drafter import DraftToken
-
-MODES = ("pipeline", "sync", "cloud-only")
+MAX_DEPTH = 64
+"""Most blocks one session keeps in flight (the cloud announces its own limit)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,42 @@ class Failed:
 Event = Committed | Resume | Finished | Failed
 
 
+class LimitError(ConfigError):
+    """A request the cloud announced it would refuse; nothing was sent."""
+
+
+def fit(
+    welcome: Welcome,
+    *,
+    prompt_tokens: int,
+    max_new: int,
+    gamma: int,
+    depth: int,
+    k: int,
+) -> tuple[int, int]:
+    """Check a generation against the cloud's announced limits before sending it;
+    returns gamma and depth clamped to what the cloud takes (raises LimitError
+    naming the limit for what cannot be clamped)."""
+    w = welcome
+    if prompt_tokens > w.max_prompt_tokens:
+        raise LimitError(
+            f"the prompt has {prompt_tokens} tokens; the cloud takes at most "
+            f"{w.max_prompt_tokens} (max_prompt_tokens)"
+        )
+    if max_new > w.max_new_tokens:
+        raise LimitError(
+            f"max_new_tokens {max_new} is over the cloud's limit of {w.max_new_tokens}"
+        )
+    if prompt_tokens + max_new > w.context_size:
+        raise LimitError(
+            f"{prompt_tokens} prompt tokens + {max_new} new tokens do not fit the cloud's "
+            f"context of {w.context_size} tokens"
+        )
+    if k > w.max_k:
+        raise LimitError(f"k {k} is over the cloud's limit of {w.max_k} (max_k)")
+    return min(gamma, w.max_block), min(depth, w.max_depth)
+
+
 @dataclass
 class _Block:
     epoch: int
@@ -88,6 +137,8 @@ class EdgeStats:
     """Verdicts dropped because their epoch was already rolled back."""
     discarded: int = 0
     """Drafted tokens thrown away unverified by a rollback."""
+    target_forwards: int = 0
+    """Target forward passes the cloud reported for this generation."""
     last_latency: float = 0.0
     """Seconds from sending the last verified block to its verdict."""
 
@@ -98,9 +149,9 @@ class EdgeSession:
     prompt: tuple[int, ...]
     seed: int
     max_new: int
-    scheme: Scheme
+    sampling: Sampling
     is_end: Callable[[int], bool]
-    mode: str = "pipeline"
+    mode: Mode = Mode.PIPELINE
     gamma: int = 4
     depth: int = 3
     early_send: bool = False
@@ -108,21 +159,28 @@ class EdgeSession:
     stats: EdgeStats = field(default_factory=EdgeStats)
     epoch: int = 0
     done: bool = False
+    closed_by_cloud: bool = False
+    """The cloud ended the generation (Bye or Error): it needs no Bye or Cancel."""
     exact: bool = True
     """False once a split correction was sampled from a truncated p."""
     _inflight: deque[_Block] = field(default_factory=deque)
     _correction: int | None = None  # split: decided on the edge, travels with the next block
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if not 1 <= self.gamma <= 64 or not 1 <= self.depth <= 64:
-            raise ConfigError("gamma and depth must be in 1..64")
+        self.mode = Mode.parse(self.mode)
+        if not 1 <= self.gamma <= MAX_BLOCK:
+            raise ConfigError(f"gamma must be in 1..{MAX_BLOCK}, got {self.gamma}")
+        if not 1 <= self.depth <= MAX_DEPTH:
+            raise ConfigError(f"depth must be in 1..{MAX_DEPTH}, got {self.depth}")
         if self.max_new < 1 or not self.prompt:
             raise ConfigError("a generation needs a prompt and max_new >= 1")
-        if self.mode == "sync":
+        if self.mode is Mode.SYNC:
             self.depth = 1
         self.rand = KeyedRandom(self.seed)
+
+    @property
+    def scheme(self) -> Scheme:
+        return self.sampling.scheme
 
     # ------------------------------------------------------------------ positions
     @property
@@ -133,27 +191,49 @@ class EdgeSession:
     @property
     def tail(self) -> int:
         """Position after the last drafted token in flight."""
-        return (
-            self._inflight[-1].start + len(self._inflight[-1].drafts)
-            if self._inflight
-            else (self.committed_end)
-        )
+        if self._inflight:
+            return self._inflight[-1].start + len(self._inflight[-1].drafts)
+        return self.committed_end
+
+    @property
+    def in_flight(self) -> int:
+        """Blocks sent and not yet verified."""
+        return len(self._inflight)
 
     def start_message(self) -> Start:
+        if self.mode is Mode.EDGE_ONLY:
+            raise ConfigError("an edge-only generation has nothing to tell the cloud")
+        s = self.sampling
         return Start(
             session=self.session,
             epoch=0,
             start=len(self.prompt),
             seed=self.seed,
             max_new_tokens=self.max_new,
+            mode=self.mode,
+            scheme=s.scheme,
+            params=s.params,
+            k=s.k,
+            allow_inexact=s.allow_inexact,
             prompt=self.prompt,
-            cloud_only=self.mode == "cloud-only",
+        )
+
+    def bye(self) -> Bye:
+        """The message that ends a finished generation on the cloud."""
+        return Bye(session=self.session, epoch=self.epoch, start=self.committed_end)
+
+    def cancel(self, reason: str) -> Cancel:
+        """The message that stops a generation the edge gives up on; the session ends."""
+        self.done = True
+        self._inflight.clear()
+        return Cancel(
+            session=self.session, epoch=self.epoch, start=self.committed_end, reason=reason[:256]
         )
 
     # ------------------------------------------------------------------ drafting
     def want(self) -> int:
         """How many tokens to draft for the next block now (0: wait for a verdict)."""
-        if self.done or self.mode == "cloud-only" or not self.generated:
+        if self.done or not self.mode.speculative or not self.generated:
             return 0
         if len(self._inflight) >= self.depth:
             return 0
@@ -178,13 +258,15 @@ class EdgeSession:
         if self.scheme in (Scheme.SPARSE_Q, Scheme.SPLIT) and len(qs) != len(drafts):
             raise ConfigError(f"the {self.scheme.value} scheme sends each token's q")
         start = self.tail
-        last = start + len(drafts) - len(self.prompt) >= self.max_new
+        end = start + len(drafts) - len(self.prompt)  # generated tokens once all are accepted
         msg = DraftBlock(
             session=self.session,
             epoch=self.epoch,
             start=start,
             scheme=self.scheme,
-            bonus=self.mode == "sync" or last,
+            # sync asks for the bonus while it still fits; the pipeline's next block
+            # verifies that position instead
+            bonus=self.mode is Mode.SYNC and end < self.max_new,
             correction=self._correction,
             tokens=tuple(d.token for d in drafts),
             q=tuple(qs) if self.scheme is Scheme.SPARSE_Q else (),
@@ -203,16 +285,19 @@ class EdgeSession:
         if self.done:
             return []
         if isinstance(msg, Error):
+            self.closed_by_cloud = True
             return self._fail(f"the cloud refused: {msg.message} ({msg.code.name})")
         if isinstance(msg, Bye):
-            return self._finish("the cloud ended the generation" if not msg.reason else msg.reason)
+            self.closed_by_cloud = True
+            return self._fail(f"the cloud ended the generation: {msg.reason or 'no reason'}")
         if not isinstance(msg, Verdict):
             return self._fail(f"unexpected {type(msg).__name__} from the cloud")
         if msg.epoch < self.epoch:
             self.stats.stale_dropped += 1
             return []
+        self.stats.target_forwards += msg.target_forwards
         if not self._inflight:  # the prefill's first token, or a cloud-only token
-            if msg.start != self.committed_end or msg.token is None:
+            if msg.start != self.committed_end or msg.token is None or msg.accepted:
                 return self._fail(f"a token for position {msg.start} was not expected")
             return self.commit([msg.token])
         block = self._inflight.popleft()
@@ -221,16 +306,19 @@ class EdgeSession:
         n, a = len(block.drafts), msg.accepted
         if a > n:
             return self._fail(f"{a} tokens accepted of a block of {n}")
+        if msg.p is not None and a >= n:
+            return self._fail("a target distribution came with a fully accepted block")
         self.stats.rounds += 1
         self.stats.accepted += a
         self.stats.last_latency = now - block.sent_at
         tokens = [d.token for d in block.drafts[:a]]
         token = msg.token
         if token is None and msg.p is not None:  # split: the edge samples the correction
+            q = block.drafts[a].q
+            if q is None:
+                return self._fail("a split distribution for a token drafted without q")
             self.exact &= msg.p_exact
-            token = self._correction = split_correction(
-                msg.p, block.drafts[a].q, self.rand, block.start + a
-            )
+            token = self._correction = split_correction(msg.p, q, self.rand, block.start + a)
         elif token is None and a < n:
             return self._fail("a rejection came without a token or a distribution")
         self.stats.emitted += len(tokens) + (token is not None)
@@ -248,10 +336,18 @@ class EdgeSession:
             events.append(Resume(block.start + a, token))
         return events
 
+    def voids(self, msg: Message) -> bool:
+        """True when msg rolls the drafter back: a rejection of the oldest block in
+        flight, so whatever the drafter is drafting now is wasted."""
+        if not isinstance(msg, Verdict) or msg.epoch != self.epoch or not self._inflight:
+            return False
+        return msg.accepted < len(self._inflight[0].drafts)
+
     def connection_lost(self, why: str) -> list[Event]:
         """The transport failed: keep what is committed, say so clearly."""
         if self.done:
             return []
+        self.closed_by_cloud = True  # nobody to tell
         return self._fail(f"connection lost after {len(self.generated)} committed tokens: {why}")
 
     def commit(self, tokens: list[int]) -> list[Event]:

@@ -18,7 +18,7 @@ from picospec.cloud.backend import Backend
 from picospec.cloud.target import TargetSequence
 from picospec.codec import ops
 from picospec.codec.errors import ConfigError
-from picospec.codec.sampling import SamplingParams
+from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.codec.vocab import VocabFingerprint
 
@@ -156,15 +156,15 @@ class BackendContract:
     def test_greedy_target_sequence_matches_stepwise_argmax(self, backend, prompt):
         """TargetSequence over this backend: verifying a block of the target's own
         greedy tokens accepts all of them."""
-        params = SamplingParams(temperature=0.0)
+        greedy = Sampling(SamplingParams(temperature=0.0), Scheme.GREEDY)
         backend.open(110)
         try:
-            seq = TargetSequence(backend, 110, params, Scheme.GREEDY, seed=0)
+            seq = TargetSequence(backend, 110, greedy, seed=0)
             first = seq.prefill(prompt)
             own = [first]
             pos = len(prompt)
             for _ in range(4):  # the target's greedy continuation, one step at a time
-                probe = TargetSequence(backend, 111, params, Scheme.GREEDY, seed=0)
+                probe = TargetSequence(backend, 111, greedy, seed=0)
                 backend.open(111)
                 try:
                     own.append(probe.prefill(prompt + own))

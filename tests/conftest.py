@@ -26,7 +26,7 @@ def smollm2() -> dict[str, Path]:
         import llama_cpp  # noqa: F401
     except ImportError:
         _unavailable("llama-cpp-python is not installed")
-    from picospec.models import ProvisioningError, prepare
+    from picospec.runtime.models import ProvisioningError, prepare
 
     try:
         return prepare("smollm2", say=lambda _msg: None)

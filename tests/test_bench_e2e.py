@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from picospec.bench import analysis, e2e, report
 from picospec.cli import main
 from picospec.codec.errors import ConfigError
+from picospec.lab.bench import analysis, e2e, report
 
 
 def fake_run(**kw):

@@ -11,13 +11,13 @@ from scipy import stats
 from picospec.cloud.llama_backend import LlamaBackend
 from picospec.codec.framing import FrameParser, encode_frame
 from picospec.codec.messages import Error, Hello
-from picospec.codec.sampling import SamplingParams
+from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.codec.vocab import VocabFingerprint
 from picospec.edge.client import EdgeClient, EdgeError
 from picospec.edge.drafter import Drafter
-from picospec.loopback import loopback_cloud
-from picospec.quic import connect
+from picospec.lab.loopback import loopback_cloud
+from picospec.runtime.quic import connect
 
 pytestmark = pytest.mark.models
 
@@ -35,13 +35,18 @@ def cloud(backend, *, delay_ms=0.0, loss=0.0):
     return loopback_cloud(backend, rtt_ms=delay_ms, loss=loss, token=TOKEN, idle_timeout=20)
 
 
-def drafter(smollm2, t=0.0, scheme=Scheme.GREEDY):
-    return Drafter.open(
-        smollm2["drafter"], SamplingParams(temperature=t), scheme=scheme, n_ctx=1024, threads=1
-    )
+@pytest.fixture(scope="module")
+def d(smollm2):
+    return Drafter.open(smollm2["drafter"], n_ctx=1024, threads=1)
 
 
-async def generations(backend, d, runs, *, delay_ms=0.0, loss=0.0, max_new=32, seed=0):
+def samp(t=0.0, scheme=Scheme.GREEDY):
+    return Sampling.of(SamplingParams(temperature=t), scheme)
+
+
+async def generations(
+    backend, d, runs, *, delay_ms=0.0, loss=0.0, max_new=32, seed=0, sampling=None
+):
     """[(mode, depth), ...] -> token lists, over one connection."""
     async with cloud(backend, delay_ms=delay_ms, loss=loss) as c:
         client = EdgeClient(d)
@@ -51,17 +56,23 @@ async def generations(backend, d, runs, *, delay_ms=0.0, loss=0.0, max_new=32, s
         out = []
         for mode, depth in runs:
             res = await asyncio.wait_for(
-                client.generate(prompt, seed=seed, mode=mode, depth=depth, max_new_tokens=max_new),
+                client.generate(
+                    prompt,
+                    sampling=sampling or samp(),
+                    seed=seed,
+                    mode=mode,
+                    depth=depth,
+                    max_new_tokens=max_new,
+                ),
                 120,
             )
-            assert not res.finished.startswith("connection lost"), res.finished
+            assert res.finished in ("max tokens", "end of text"), res.finished
             out.append(res.token_ids)
         await client.close()
         return out
 
 
-def test_greedy_pipeline_and_sync_equal_cloud_only_through_delay_and_loss(smollm2, backend):
-    d = drafter(smollm2)
+def test_greedy_pipeline_and_sync_equal_cloud_only_through_delay_and_loss(d, backend):
     pipe, sync, alone = asyncio.run(
         generations(
             backend,
@@ -74,28 +85,37 @@ def test_greedy_pipeline_and_sync_equal_cloud_only_through_delay_and_loss(smollm
     assert pipe == sync == alone and len(alone) >= 8
 
 
-def test_same_seed_same_tokens_at_0_and_100_ms_and_depth_1_and_3(smollm2, backend):
-    d = drafter(smollm2, 1.0, Scheme.SPARSE_Q)
-    fast = asyncio.run(generations(backend, d, [("pipeline", 1), ("pipeline", 3)], seed=7))
+def test_same_seed_same_tokens_at_0_and_100_ms_and_depth_1_and_3(d, backend):
+    warm = samp(1.0, Scheme.SPARSE_Q)
+    fast = asyncio.run(
+        generations(backend, d, [("pipeline", 1), ("pipeline", 3)], seed=7, sampling=warm)
+    )
     slow = asyncio.run(
-        generations(backend, d, [("pipeline", 3), ("pipeline", 1)], delay_ms=100, seed=7)
+        generations(
+            backend, d, [("pipeline", 3), ("pipeline", 1)], delay_ms=100, seed=7, sampling=warm
+        )
     )
     assert fast[0] == fast[1] == slow[0] == slow[1]
 
 
-def test_gumbel_pipeline_sync_and_cloud_only_agree_at_temperature_one(smollm2, backend):
-    d = drafter(smollm2, 1.0, Scheme.GUMBEL)
+def test_gumbel_pipeline_sync_and_cloud_only_agree_at_temperature_one(d, backend):
     runs = asyncio.run(
-        generations(backend, d, [("pipeline", 3), ("sync", 1), ("cloud-only", 1)], seed=3)
+        generations(
+            backend,
+            d,
+            [("pipeline", 3), ("sync", 1), ("cloud-only", 1)],
+            seed=3,
+            sampling=samp(1.0, Scheme.GUMBEL),
+        )
     )
     assert runs[0] == runs[1] == runs[2]
 
 
 @pytest.mark.slow
-def test_pipeline_output_distribution_matches_cloud_only(smollm2, backend):
+def test_pipeline_output_distribution_matches_cloud_only(d, backend):
     """T=1, sparse-q: the second generated token (the first verified one) over
     many seeds, pipeline vs cloud-only sampling (two-sample chi-square)."""
-    d = drafter(smollm2, 1.0, Scheme.SPARSE_Q)
+    warm = samp(1.0, Scheme.SPARSE_Q)
     n = 250
 
     async def sample(mode):
@@ -106,7 +126,7 @@ def test_pipeline_output_distribution_matches_cloud_only(smollm2, backend):
             out = []
             for seed in range(n):
                 res = await client.generate(
-                    prompt, seed=10_000 + seed, mode=mode, max_new_tokens=2, gamma=2
+                    prompt, sampling=warm, seed=10_000 + seed, mode=mode, max_new_tokens=2, gamma=2
                 )
                 out.append(res.token_ids[1])
             await client.close()
@@ -120,9 +140,7 @@ def test_pipeline_output_distribution_matches_cloud_only(smollm2, backend):
     assert stats.chi2_contingency(pooled).pvalue > 0.01
 
 
-def test_wrong_token_is_refused_and_the_server_keeps_serving(smollm2, backend):
-    d = drafter(smollm2)
-
+def test_wrong_token_is_refused_and_the_server_keeps_serving(d, backend):
     async def scenario():
         async with cloud(backend) as c:
             bad = EdgeClient(d)
@@ -138,9 +156,8 @@ def test_wrong_token_is_refused_and_the_server_keeps_serving(smollm2, backend):
     assert asyncio.run(scenario()).n_tokens == 4
 
 
-def test_wrong_vocabulary_and_garbage_get_clear_errors(smollm2, backend):
-    d = drafter(smollm2)
-    fp = d.ctx.weights.vocab_fingerprint
+def test_wrong_vocabulary_and_garbage_get_clear_errors(d, backend):
+    fp = d.fingerprint()
     other = VocabFingerprint(fp.size, (fp.specials[0], 7, *fp.specials[2:]), fp.chunks)
 
     async def raw(payload: bytes) -> Error:
@@ -153,29 +170,20 @@ def test_wrong_vocabulary_and_garbage_get_clear_errors(smollm2, backend):
             await ch.close()
             return msgs[0]
 
-    hello = Hello(
-        session=0,
-        epoch=0,
-        start=0,
-        vocab_fingerprint=other,
-        params=d.params,
-        scheme=d.scheme,
-        k=8,
-        auth_token=TOKEN,
-    )
+    hello = Hello(session=0, epoch=0, start=0, vocab_fingerprint=other, auth_token=TOKEN)
     err = asyncio.run(raw(encode_frame(hello)))
     assert err.code.name == "VOCAB_MISMATCH" and "eos token id 7 vs 2" in err.message
     err = asyncio.run(raw(b"\x05\x00\x00\x00garbage"))
     assert err.code.name == "PROTOCOL"
 
 
-def test_a_seeded_generation_does_not_depend_on_the_generations_before(smollm2, backend):
+def test_a_seeded_generation_does_not_depend_on_the_generations_before(d, backend):
     """llama.cpp's logits depend on how a sequence was split into decode calls, and
     a draft sampled from q can flip with them; the drafter keeps one schedule, so
     the order of generations on a connection never changes their tokens."""
-    from picospec.bench.prompts import prompt_set
+    from picospec.lab.bench.prompts import prompt_set
 
-    d = drafter(smollm2, 0.7, Scheme.SPARSE_Q)
+    warm = samp(0.7, Scheme.SPARSE_Q)
     w = d.ctx.weights
     prompts = [w.tokenize(w.chat_prompt(text)) for _, text in prompt_set(1)]
 
@@ -187,7 +195,9 @@ def test_a_seeded_generation_does_not_depend_on_the_generations_before(smollm2, 
             for order in (("sync", "pipeline"), ("pipeline", "sync")):
                 for i, prompt in enumerate(prompts):
                     for mode in order:
-                        r = await client.generate(prompt, seed=1 + i, mode=mode, max_new_tokens=64)
+                        r = await client.generate(
+                            prompt, sampling=warm, seed=1 + i, mode=mode, max_new_tokens=64
+                        )
                         if seen.setdefault((i, mode), r.token_ids) != r.token_ids:
                             differ.append((order, i, mode))
             await client.close()

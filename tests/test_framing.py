@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import struct
 
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from picospec.codec.errors import ConfigError, ProtocolError
-from picospec.codec.framing import PROTOCOL_VERSION, FrameParser, encode_frame
+from picospec.codec.framing import HELLO_MAX_FRAME, PROTOCOL_VERSION, FrameParser, encode_frame
 from picospec.codec.messages import (
     Bye,
     Cancel,
@@ -26,7 +27,7 @@ from picospec.codec.messages import (
     Welcome,
 )
 from picospec.codec.sampling import SamplingParams
-from picospec.codec.scheme import Scheme
+from picospec.codec.scheme import Mode, Scheme
 from picospec.codec.sparse import SparseDist
 
 VOCAB = 1000
@@ -41,15 +42,28 @@ def q_dist(ids: list[int]) -> SparseDist:
 
 
 MESSAGES: list[Message] = [
-    Hello(
+    Hello(**HEAD, vocab_fingerprint=fingerprint_of(VOCAB)),
+    Welcome(
         **HEAD,
-        vocab_fingerprint=fingerprint_of(VOCAB),
-        params=SamplingParams(temperature=0.8, top_k=20),
-        scheme=Scheme.SPARSE_Q,
-        k=4,
+        server_name="cloud",
+        max_block=8,
+        max_depth=3,
+        max_prompt_tokens=100,
+        max_new_tokens=64,
+        context_size=164,
     ),
-    Welcome(**HEAD, server_name="cloud", max_block=8, max_depth=3),
-    Start(**HEAD, seed=42, max_new_tokens=64, prompt=(1, 2, 3)),
+    Start(
+        session=3,
+        epoch=0,
+        start=3,
+        seed=42,
+        max_new_tokens=64,
+        mode=Mode.SYNC,
+        scheme=Scheme.SPARSE_Q,
+        params=SamplingParams(temperature=0.8, top_k=20),
+        k=4,
+        prompt=(1, 2, 3),
+    ),
     DraftBlock(
         **HEAD,
         scheme=Scheme.SPARSE_Q,
@@ -162,8 +176,8 @@ def test_length_shorter_than_a_header_is_refused(length: int) -> None:
 
 
 def test_bad_version_names_both_versions() -> None:
-    data = frame(header(Cancel.TYPE, version=2))
-    with pytest.raises(ProtocolError, match="version 2 received; this side speaks version 1"):
+    data = frame(header(Cancel.TYPE, version=1))
+    with pytest.raises(ProtocolError, match="version 1 received; this side speaks version 2"):
         FrameParser().feed(data)
 
 
@@ -197,7 +211,7 @@ def test_parser_refuses_input_after_an_error() -> None:
 
 
 def test_encoding_a_frame_over_the_limit_is_refused() -> None:
-    msg = Start(**HEAD, seed=1, max_new_tokens=1, prompt=range(100))
+    msg = dataclasses.replace(MESSAGES[2], start=100, prompt=tuple(range(100)))
     with pytest.raises(ProtocolError, match="over the limit of 64 bytes"):
         encode_frame(msg, VOCAB, max_frame=64)
 
@@ -207,6 +221,28 @@ def test_parser_limits_are_validated() -> None:
         FrameParser(max_frame=HEADER_SIZE - 1)
     with pytest.raises(ConfigError):
         FrameParser(vocab=0)
+
+
+def test_a_hello_only_parser_refuses_any_other_type_from_its_header() -> None:
+    parser = FrameParser.hello_only()
+    start = encode_frame(MESSAGES[2], VOCAB)
+    with pytest.raises(ProtocolError, match="a Start where only Hello is accepted"):
+        parser.feed(start)
+
+
+def test_a_hello_only_parser_takes_the_largest_hello_and_nothing_larger() -> None:
+    big = Hello(
+        **HEAD,
+        vocab_fingerprint=fingerprint_of(((0xFFFF - 20) // 4) * 64),  # the largest that fits
+        auth_token=b"t" * 256,
+        client_name="n" * 64,
+    )
+    data = encode_frame(big)
+    assert len(data) - 4 <= HELLO_MAX_FRAME
+    assert FrameParser.hello_only().feed(data) == [big]
+    too_big = struct.pack("<I", HELLO_MAX_FRAME + 1)
+    with pytest.raises(ProtocolError, match="over the limit"):
+        FrameParser.hello_only().feed(too_big)
 
 
 def test_frame_of_exactly_max_frame_is_accepted() -> None:

@@ -316,7 +316,7 @@ def test_crafted_vocabulary_matches_llama_cpp(case, tmp_path):
     in its hash map's order, which this module does not reproduce)."""
     pytest.importorskip("gguf")
     pytest.importorskip("llama_cpp")
-    from picospec.llamacpp import LlamaWeights
+    from picospec.runtime.llamacpp import LlamaWeights
 
     model, extra, ids = CRAFTED[case]
     base = _byte_level_texts() if model == "gpt2" else []
@@ -334,7 +334,7 @@ def real_gguf(request) -> Path:
     if request.param == "smollm2":
         return Path(request.getfixturevalue("smollm2")["target"])
     pytest.importorskip("llama_cpp")
-    from picospec.models import ProvisioningError, prepare
+    from picospec.runtime.models import ProvisioningError, prepare
 
     try:
         return prepare("gemma3", drafter=False, say=lambda _msg: None)["target"]
@@ -347,7 +347,7 @@ def real_gguf(request) -> Path:
 def test_gguf_vocabulary_equals_llama_cpp(real_gguf):
     """SmolLM2 (byte-level BPE) and Gemma 3 (SentencePiece, 262k tokens, about 10 s)."""
     pytest.importorskip("gguf")
-    from picospec.llamacpp import LlamaWeights
+    from picospec.runtime.llamacpp import LlamaWeights
 
     weights = LlamaWeights(real_gguf)
     ours = LlamaVocab.from_gguf(real_gguf)
@@ -364,7 +364,7 @@ def test_smollm2_tokenizer_folder_matches_llama_cpp(smollm2, tmp_path):
     pytest.importorskip("gguf")
     from transformers import AutoTokenizer
 
-    from picospec.llamacpp import LlamaWeights
+    from picospec.runtime.llamacpp import LlamaWeights
 
     gguf = Path(smollm2["target"])
     AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp_path)

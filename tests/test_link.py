@@ -18,7 +18,7 @@ import pytest
 
 from picospec.cli import main
 from picospec.codec.errors import ConfigError
-from picospec.link import LinkConfig, LinkDirection, LinkRelay
+from picospec.lab.link import LinkConfig, LinkDirection, LinkRelay
 
 LOCAL = ("127.0.0.1", 0)
 

@@ -28,7 +28,7 @@ from picospec.codec.messages import (
     Welcome,
 )
 from picospec.codec.sampling import SamplingParams
-from picospec.codec.scheme import Scheme
+from picospec.codec.scheme import Mode, Scheme
 from picospec.codec.sparse import Q_ONE, SparseDist
 
 VOCAB = 1000
@@ -49,21 +49,46 @@ def hello(**kw: object) -> Hello:
     fields = dict(
         HEAD,
         vocab_fingerprint=fingerprint_of(VOCAB),
-        params=SamplingParams(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05),
-        scheme=Scheme.SPARSE_Q,
-        k=8,
         auth_token=b"secret",
         client_name="robot-arm",
     )
     return Hello(**(fields | kw))  # type: ignore[arg-type]
 
 
+def start(prompt: tuple[int, ...] = (1, 2, 999), **kw: object) -> Start:
+    """A Start of prompt (its header's start is the prompt's length, as it must be)."""
+    fields = dict(
+        session=7,
+        epoch=0,
+        start=len(prompt),
+        seed=2**64 - 1,
+        max_new_tokens=256,
+        mode=Mode.PIPELINE,
+        scheme=Scheme.SPARSE_Q,
+        params=SamplingParams(temperature=0.7, top_k=40, top_p=0.9, min_p=0.05),
+        k=8,
+        prompt=prompt,
+    )
+    return Start(**(fields | kw))  # type: ignore[arg-type]
+
+
 def examples() -> list[Message]:
     """One valid message of each type (and each DraftBlock scheme), over VOCAB."""
     return [
         hello(),
-        Welcome(**HEAD, server_name="cloud-1", max_block=16, max_depth=4),
-        Start(**HEAD, seed=2**64 - 1, max_new_tokens=256, prompt=(1, 2, 999)),
+        Welcome(
+            **HEAD,
+            server_name="cloud-1",
+            max_block=16,
+            max_depth=4,
+            max_k=64,
+            max_prompt_tokens=2047,
+            max_new_tokens=1024,
+            context_size=2048,
+            max_generations=4,
+        ),
+        start(),
+        start(mode=Mode.CLOUD_ONLY, scheme=Scheme.SPLIT, allow_inexact=True, k=256),
         DraftBlock(
             **HEAD,
             scheme=Scheme.SPARSE_Q,
@@ -83,7 +108,7 @@ def examples() -> list[Message]:
             p=SparseDist(np.array([3, 1]), np.array([0.5, 0.25])),
             p_exact=False,
         ),
-        Cancel(**HEAD),
+        Cancel(**HEAD, reason="deadline"),
         Error(**HEAD, code=ErrorCode.VOCAB_MISMATCH, message="vocabulary size 1000 vs 1001"),
         Bye(**HEAD, reason="done"),
     ]
@@ -182,9 +207,6 @@ def messages(draw: st.DrawFn) -> tuple[Message, int]:
             Hello,
             **{k: st.just(v) for k, v in head.items()},
             vocab_fingerprint=st.integers(1, 3000).map(fingerprint_of),
-            params=params,
-            scheme=st.sampled_from(Scheme),
-            k=st.integers(1, MAX_K),
             auth_token=st.binary(max_size=256),
             client_name=texts,
         ),
@@ -194,17 +216,31 @@ def messages(draw: st.DrawFn) -> tuple[Message, int]:
             server_name=texts,
             max_block=st.integers(1, MAX_BLOCK),
             max_depth=st.integers(1, 2**16 - 1),
-        ),
-        st.builds(
-            Start,
-            **{k: st.just(v) for k, v in head.items()},
-            seed=st.integers(0, 2**64 - 1),
+            max_k=st.integers(1, MAX_K),
+            max_prompt_tokens=u32,
             max_new_tokens=u32,
-            prompt=st.lists(st.integers(0, vocab - 1), min_size=1, max_size=50),
+            context_size=u32,
+            max_generations=st.integers(1, 2**16 - 1),
+        ),
+        st.lists(st.integers(0, vocab - 1), min_size=1, max_size=50).flatmap(
+            lambda prompt: st.builds(
+                Start,
+                session=st.just(head["session"]),
+                epoch=st.just(head["epoch"]),
+                start=st.just(len(prompt)),
+                seed=st.integers(0, 2**64 - 1),
+                max_new_tokens=u32,
+                mode=st.sampled_from(Mode),
+                scheme=st.sampled_from(Scheme),
+                params=params,
+                k=st.integers(1, MAX_K),
+                allow_inexact=st.booleans(),
+                prompt=st.just(prompt),
+            )
         ),
         draft_blocks(head, vocab),
         verdicts(head, vocab),
-        st.just(Cancel(**head)),
+        st.builds(Cancel, **{k: st.just(v) for k, v in head.items()}, reason=texts),
         st.builds(
             Error,
             **{k: st.just(v) for k, v in head.items()},
@@ -230,7 +266,8 @@ def test_every_message_round_trips(case: tuple[Message, int]) -> None:
 
 @pytest.mark.parametrize("msg", examples(), ids=lambda m: type(m).__name__)
 def test_example_round_trips(msg: Message) -> None:
-    assert decode(type(msg), msg.payload(VOCAB)) == msg
+    header = {"session": msg.session, "epoch": msg.epoch, "start": msg.start}
+    assert type(msg).from_payload(msg.payload(VOCAB), **header, vocab=VOCAB) == msg
 
 
 def test_type_codes_are_distinct_single_bytes() -> None:
@@ -243,9 +280,6 @@ def test_hello_payload_layout() -> None:
     expect = (
         struct.pack("<H", len(fp))
         + fp
-        + struct.pack("<dIdd", 0.7, 40, 0.9, 0.05)
-        + bytes([Scheme.SPARSE_Q.code])
-        + struct.pack("<H", 8)
         + struct.pack("<H", 2)
         + b"ab"
         + struct.pack("<H", 2)
@@ -264,10 +298,40 @@ def test_verdict_without_token_sends_minus_one() -> None:
     assert msg.payload()[2:6] == struct.pack("<i", -1)
 
 
+def test_start_payload_layout() -> None:
+    msg = start(prompt=(3, 4), seed=9, max_new_tokens=5, allow_inexact=True)
+    expect = (
+        struct.pack("<QI", 9, 5)
+        + bytes([Mode.PIPELINE.code, Scheme.SPARSE_Q.code])
+        + struct.pack("<dIdd", 0.7, 40, 0.9, 0.05)
+        + struct.pack("<HB", 8, 1)
+        + struct.pack("<III", 2, 3, 4)
+    )
+    assert msg.payload() == expect
+
+
 def test_tokens_accept_numpy_arrays() -> None:
-    msg = Start(**HEAD, seed=1, max_new_tokens=5, prompt=np.array([3, 4], dtype=np.int32))
+    msg = start(prompt=np.array([3, 4], dtype=np.int32))  # type: ignore[arg-type]
     assert msg.prompt == (3, 4)
-    assert decode(Start, msg.payload(VOCAB)) == msg
+    back = Start.from_payload(msg.payload(VOCAB), session=7, epoch=0, start=2, vocab=VOCAB)
+    assert back == msg
+
+
+def test_start_header_must_point_after_the_prompt() -> None:
+    with pytest.raises(ProtocolError, match=r"Start\.start: .* prompt's length 3, got 40"):
+        start(start=40)
+    payload = start().payload(VOCAB)
+    with pytest.raises(ProtocolError, match=r"Start\.start"):
+        Start.from_payload(payload, session=7, epoch=0, start=2, vocab=VOCAB)
+
+
+def test_a_long_prompt_decodes_as_one_array_check() -> None:
+    prompt = tuple(range(50_000))
+    msg = start(prompt=prompt)
+    back = Start.from_payload(msg.payload(60_000), session=7, epoch=0, start=50_000, vocab=60_000)
+    assert back.prompt == prompt
+    with pytest.raises(ProtocolError, match=r"Start\.prompt\[40000\]: token id 40000 is outside"):
+        Start.from_payload(msg.payload(), session=7, epoch=0, start=50_000, vocab=40_000)
 
 
 # --- refusals on construction -------------------------------------------------------
@@ -283,9 +347,9 @@ def test_hello_fingerprint_must_be_a_fingerprint() -> None:
         hello(vocab_fingerprint=b"short")
 
 
-def test_hello_k_over_256_is_refused() -> None:
-    with pytest.raises(ProtocolError, match=r"Hello\.k"):
-        hello(k=MAX_K + 1)
+def test_start_k_over_256_is_refused() -> None:
+    with pytest.raises(ProtocolError, match=r"Start\.k"):
+        start(k=MAX_K + 1)
 
 
 def test_overlong_text_is_refused() -> None:
@@ -348,7 +412,7 @@ def test_verdict_with_both_p_and_token_is_refused() -> None:
 
 
 def test_encoding_a_token_outside_the_vocabulary_is_refused() -> None:
-    msg = Start(**HEAD, seed=1, max_new_tokens=5, prompt=(3, VOCAB))
+    msg = start(prompt=(3, VOCAB))
     with pytest.raises(ProtocolError, match=r"Start\.prompt\[1\]: token id 1000 is outside"):
         msg.payload(VOCAB)
 
@@ -432,11 +496,11 @@ def test_unknown_error_code_is_refused() -> None:
 
 
 def test_sampling_params_out_of_range_are_refused() -> None:
-    payload = bytearray(hello().payload())
-    at = 2 + len(fingerprint_of(VOCAB).to_bytes()) + 12  # after the fingerprint: temperature, top_k
+    payload = bytearray(start().payload())
+    at = 8 + 4 + 2 + 12  # seed, max_new_tokens, mode, scheme; then temperature, top_k
     payload[at : at + 8] = struct.pack("<d", 2.0)  # top_p
-    with pytest.raises(ProtocolError, match=r"Hello\.params: top_p must be in"):
-        decode(Hello, bytes(payload))
+    with pytest.raises(ProtocolError, match=r"Start\.params: top_p must be in"):
+        Start.from_payload(bytes(payload), session=7, epoch=0, start=3, vocab=VOCAB)
 
 
 def test_verdict_token_below_minus_one_is_refused() -> None:
@@ -458,7 +522,8 @@ def test_verdict_p_id_outside_the_vocabulary_is_refused() -> None:
 
 
 def test_prompt_count_larger_than_payload_is_refused_without_allocating() -> None:
-    payload = struct.pack("<QII", 1, 5, 2**32 - 1)
+    params = struct.pack("<dIdd", 1.0, 0, 1.0, 0.0)
+    payload = struct.pack("<QIBB", 1, 5, 1, 1) + params + struct.pack("<HBI", 8, 0, 2**32 - 1)
     with pytest.raises(ProtocolError, match=r"Start\.prompt: truncated"):
         decode(Start, payload)
 

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from picospec.models import ProvisioningError, Source, assemble, ensure, is_valid, listing
+from picospec.runtime.models import ProvisioningError, Source, assemble, ensure, is_valid, listing
 
 
 @pytest.fixture

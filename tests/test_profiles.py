@@ -7,7 +7,7 @@ import json
 import pytest
 
 from picospec.codec.errors import ConfigError
-from picospec.profiles import BUILTIN, CloudProfile, EdgeProfile, from_dict, load, save, to_dict
+from picospec.lab.profiles import BUILTIN, CloudProfile, EdgeProfile, from_dict, load, save, to_dict
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))

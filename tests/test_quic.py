@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from picospec.codec.errors import ConfigError
-from picospec.quic import (
+from picospec.runtime.quic import (
     Channel,
     ClientTLS,
     ServerTLS,

@@ -11,11 +11,11 @@ from picospec.cloud.llama_backend import LlamaBackend
 from picospec.cloud.target import TargetSequence
 from picospec.codec import ops
 from picospec.codec.errors import ConfigError
-from picospec.codec.sampling import SamplingParams
+from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.edge.drafter import Drafter
-from picospec.inprocess import generate
-from picospec.llamacpp import LlamaContext, LlamaWeights
+from picospec.lab.inprocess import generate
+from picospec.runtime.llamacpp import LlamaContext, LlamaWeights
 
 pytestmark = pytest.mark.models
 
@@ -27,10 +27,12 @@ def backend(smollm2):
     return LlamaBackend(smollm2["target"], n_ctx=512, threads=2)
 
 
-def drafter(path, scheme=Scheme.SPARSE_Q, t=1.0, k=8, **params) -> Drafter:
-    return Drafter.open(
-        path, SamplingParams(temperature=t, **params), scheme=scheme, k=k, n_ctx=512, threads=2
-    )
+def drafter(path) -> Drafter:
+    return Drafter.open(path, n_ctx=512, threads=2)
+
+
+def samp(scheme=Scheme.SPARSE_Q, t=1.0, k=8, **params) -> Sampling:
+    return Sampling(SamplingParams(temperature=t, **params), scheme, k, allow_inexact=True)
 
 
 def chat(d: Drafter) -> list[int]:
@@ -53,7 +55,7 @@ def test_rollback_reproduces_a_fresh_evaluation(smollm2):
 def test_drafter_redrafts_the_same_tokens_after_rollback(smollm2):
     d = drafter(smollm2["drafter"])
     prompt = chat(d)
-    d.begin(prompt, seed=5)
+    d.begin(prompt, 5, samp())
     first = [x.token for x in d.draft(6)]
     d.rollback(len(prompt) + 2)
     again = [x.token for x in d.draft(4)]
@@ -64,44 +66,57 @@ def test_drafter_redrafts_the_same_tokens_after_rollback(smollm2):
 def test_self_speculation_accepts_nearly_everything(smollm2, backend):
     # q covers p's whole support (top_k 40 <= K 64), so only quantisation to
     # 1/65536 and batch-shape numerics can cause a rejection.
-    d = drafter(smollm2["target"], k=64, top_k=40)
+    d = drafter(smollm2["target"])
     drafted = accepted = 0
     for seed in range(4):
-        gen = generate(d, backend, chat(d), mode="sync", max_new_tokens=64, seed=seed)
+        gen = generate(
+            d, backend, chat(d), mode="sync", sampling=samp(k=64, top_k=40), max_new_tokens=64,
+            seed=seed,
+        )  # fmt: skip
         drafted, accepted = drafted + gen.drafted, accepted + gen.accepted
     assert drafted >= 64
     assert accepted / drafted >= 0.98
 
 
 def test_self_speculation_greedy_equals_cloud_only(smollm2, backend):
-    d = drafter(smollm2["target"], Scheme.GREEDY, t=0.0)
-    sync = generate(d, backend, chat(d), mode="sync", max_new_tokens=48, seed=0)
-    cloud = generate(d, backend, chat(d), mode="cloud-only", max_new_tokens=48, seed=0)
+    d, greedy = drafter(smollm2["target"]), samp(Scheme.GREEDY, t=0.0)
+    sync = generate(d, backend, chat(d), mode="sync", sampling=greedy, max_new_tokens=48)
+    cloud = generate(d, backend, chat(d), mode="cloud-only", sampling=greedy, max_new_tokens=48)
     assert sync.token_ids == cloud.token_ids
     assert sync.accept_rate == 1.0
 
 
 def test_greedy_with_the_q2k_drafter_equals_cloud_only(smollm2, backend):
-    d = drafter(smollm2["drafter"], Scheme.GREEDY, t=0.0)
-    sync = generate(d, backend, chat(d), mode="sync", max_new_tokens=48, seed=0)
-    cloud = generate(d, backend, chat(d), mode="cloud-only", max_new_tokens=48, seed=0)
-    assert sync.token_ids == cloud.token_ids
+    d, greedy = drafter(smollm2["drafter"]), samp(Scheme.GREEDY, t=0.0)
+    sync = generate(d, backend, chat(d), mode="sync", sampling=greedy, max_new_tokens=48)
+    pipe = generate(d, backend, chat(d), mode="pipeline", sampling=greedy, max_new_tokens=48)
+    cloud = generate(d, backend, chat(d), mode="cloud-only", sampling=greedy, max_new_tokens=48)
+    assert sync.token_ids == pipe.token_ids == cloud.token_ids
     assert 0 < sync.accept_rate < 1  # a real drafter: some drafts are rejected
 
 
 def test_gumbel_sync_equals_cloud_only_at_temperature_one(smollm2, backend):
-    d = drafter(smollm2["drafter"], Scheme.GUMBEL)
+    d, gumbel = drafter(smollm2["drafter"]), samp(Scheme.GUMBEL)
     for seed in (0, 1):
-        sync = generate(d, backend, chat(d), mode="sync", max_new_tokens=32, seed=seed)
-        cloud = generate(d, backend, chat(d), mode="cloud-only", max_new_tokens=32, seed=seed)
+        sync = generate(
+            d, backend, chat(d), mode="sync", sampling=gumbel, max_new_tokens=32, seed=seed
+        )
+        cloud = generate(
+            d, backend, chat(d), mode="cloud-only", sampling=gumbel, max_new_tokens=32, seed=seed
+        )
         assert sync.token_ids == cloud.token_ids
 
 
 @pytest.mark.parametrize("scheme", [Scheme.SPARSE_Q, Scheme.SPLIT])
 def test_split_is_flagged_inexact_only_when_p_does_not_fit(smollm2, backend, scheme):
-    d = drafter(smollm2["drafter"], scheme, top_k=8)  # p's support fits K=8
-    gen = generate(d, backend, chat(d), mode="sync", max_new_tokens=32, seed=2)
-    assert gen.exact
+    d = drafter(smollm2["drafter"])
+    fits = samp(scheme, top_k=8)  # p's support fits K=8
+    assert generate(
+        d, backend, chat(d), mode="sync", sampling=fits, max_new_tokens=32, seed=2
+    ).exact
+    wide = samp(scheme)  # p's support is the whole vocabulary
+    gen = generate(d, backend, chat(d), mode="sync", sampling=wide, max_new_tokens=32, seed=2)
+    assert gen.exact == (scheme is Scheme.SPARSE_Q)
 
 
 @pytest.mark.slow
@@ -109,6 +124,7 @@ def test_verified_tokens_follow_the_target_distribution(smollm2, backend):
     """Sparse-q at T=1: the token emitted at the first drafted position, over
     many seeds, against the target's exact distribution there (chi-square)."""
     params = SamplingParams(temperature=1.0)
+    warm = samp()
     d = drafter(smollm2["drafter"])
     context = d.ctx.weights.tokenize("The robot picked up the")
     backend.open(99)
@@ -118,9 +134,9 @@ def test_verified_tokens_follow_the_target_distribution(smollm2, backend):
         n = 600
         for seed in range(n):
             backend.truncate(99, 0)
-            seq = TargetSequence(backend, 99, params, Scheme.SPARSE_Q, seed)
+            seq = TargetSequence(backend, 99, warm, seed)
             seq.begin(context)
-            d.begin(context, seed)
+            d.begin(context, seed, warm)
             drafts = d.draft(2)
             out = seq.verify(len(context), [x.token for x in drafts], q=[x.q for x in drafts])
             counts[drafts[0].token if out.accepted else out.token] += 1
@@ -135,7 +151,7 @@ def test_verified_tokens_follow_the_target_distribution(smollm2, backend):
 
 
 def test_a_target_with_another_vocabulary_is_refused_by_name(smollm2):
-    from test_target import MarkovBackend
+    from markov import MarkovBackend
 
     d = drafter(smollm2["drafter"])
     with pytest.raises(ConfigError, match="vocabulary size 49152 vs 6"):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from picospec.codec.errors import ConfigError
-from picospec.profiles import CloudProfile, EdgeProfile, LinkProfile
-from picospec.sim import IidAcceptance, Scenario, TraceAcceptance, simulate
-from picospec.timemodel import Costs, predict
+from picospec.lab.profiles import CloudProfile, EdgeProfile, LinkProfile
+from picospec.lab.sim import IidAcceptance, Scenario, TraceAcceptance, simulate
+from picospec.lab.timemodel import Costs, predict
 
 EDGE = EdgeProfile("e", draft_ms=6.0)
 CLOUD = CloudProfile("c", verify_ms=(10, 14, 18, 22, 26, 30, 34, 38, 42), prefill_ms=20)
@@ -62,7 +63,7 @@ def test_split_corrections_cannot_be_precomputed():
     sc = dict(gamma=4, depth=1, **QUIET)
     reject = IidAcceptance([0.0])
     fast = simulate(Scenario("pipeline", 40, **sc), EDGE, link(0), CLOUD, reject)
-    slow = simulate(Scenario("pipeline", 40, edge_decides_correction=True, **sc), EDGE, link(0),
+    slow = simulate(Scenario("pipeline", 40, scheme="split", **sc), EDGE, link(0),
                     CLOUD, IidAcceptance([0.0]))  # fmt: skip
     # precompute overlaps the verdict's trip with a 1-token forward; split adds it to the round
     assert slow.seconds > fast.seconds
@@ -105,3 +106,30 @@ def test_abandoning_the_step_in_progress_only_matters_after_a_rejection():
     waits, abandons = rate([0.7], False), rate([0.7], True)
     assert abandons.blocks == waits.blocks  # the same decisions, made sooner
     assert abandons.seconds < waits.seconds
+
+
+@pytest.mark.parametrize(
+    ("mode", "scheme", "t", "seed"),
+    [("pipeline", "sparse-q", 1.0, 3), ("pipeline", "split", 1.0, 4), ("sync", "gumbel", 0.8, 5)],
+)
+def test_a_recorded_trace_replays_every_block_and_verdict(mode, scheme, t, seed):
+    """The simulator drives the same sessions: a real generation's verdicts (Markov
+    models, real maths) replayed in the simulator meet the same blocks, at the
+    same positions and epochs, with the same verdicts, whatever the timing."""
+    from markov import MarkovBackend, MarkovDrafter, sampling
+
+    from picospec.lab.inprocess import generate
+
+    drafts = np.random.default_rng(seed).normal(size=(6, 6)).astype(np.float32)
+    prompt = [0, 1, 2]
+    real = generate(
+        MarkovDrafter(drafts), MarkovBackend(), prompt, mode=mode, sampling=sampling(scheme, t),
+        max_new_tokens=40, seed=seed, gamma=3, depth=3,
+    )  # fmt: skip
+    blocks = list(zip(real.accepted_at, real.gamma_at, strict=True))
+    assert any(a < n for a, n in blocks) and real.n_tokens == 40  # rejections, rollbacks
+    for rtt in (0.0, 50.0):
+        sc = Scenario(mode, 40, gamma=3, depth=3, scheme=scheme, prompt_tokens=len(prompt))
+        sim = simulate(sc, EDGE, link(rtt), CLOUD, TraceAcceptance(blocks))
+        assert sim.verdicts == real.verdicts
+        assert sim.blocks == blocks and sim.n_tokens == 40

@@ -1,67 +1,31 @@
 """TargetSequence bookkeeping against a model-free backend.
 
-The fake target is a Markov chain: the logits after a token depend on that
-token alone, so the exact target distribution at every position is known and
-every forward can be checked for the positions it evaluates.
+The fake target is a Markov chain (tests/markov.py): the logits after a token
+depend on that token alone, so the exact target distribution at every position
+is known and every forward can be checked for the positions it evaluates.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from markov import MarkovBackend, V
 
-from picospec.cloud.backend import Backend
 from picospec.cloud.target import TargetSequence
 from picospec.codec import ops
 from picospec.codec.errors import ConfigError
 from picospec.codec.rng import Purpose
-from picospec.codec.sampling import SamplingParams
+from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.codec.sparse import SparseDist
 from picospec.codec.verify import split_correction
-from picospec.codec.vocab import fingerprint
-
-V = 6
-
-
-class MarkovBackend(Backend):
-    """Logits after token t are TABLE[t]; the KV length is tracked and checked."""
-
-    name = "markov"
-    vocab_size = V
-
-    def __init__(self, seed: int = 0) -> None:
-        self.table = np.random.default_rng(seed).normal(size=(V, V)).astype(np.float32) * 2
-        self.kv: dict[int, list[int]] = {}
-        self.forwards: list[tuple[int, int]] = []  # (start, n tokens)
-
-    def is_end(self, token):
-        return False
-
-    def fingerprint(self):
-        return fingerprint([(bytes([i]), 0) for i in range(V)], {})
-
-    def open(self, session):
-        self.kv[session] = []
-
-    def close(self, session):
-        del self.kv[session]
-
-    def forward(self, session, start, tokens, n_out=None):
-        assert start == len(self.kv[session]), "forward must continue the KV exactly"
-        self.kv[session] += tokens
-        self.forwards.append((start, len(tokens)))
-        n_out = len(tokens) if n_out is None else n_out
-        return self.table[tokens[len(tokens) - n_out :]]
-
-    def truncate(self, session, position):
-        del self.kv[session][position:]
 
 
 def make(scheme=Scheme.SPARSE_Q, t=1.0, seed=0):
     backend = MarkovBackend()
     backend.open(1)
-    seq = TargetSequence(backend, 1, SamplingParams(temperature=t), scheme, seed, k=V)
+    sampling = Sampling(SamplingParams(temperature=t), scheme, k=V, allow_inexact=True)
+    seq = TargetSequence(backend, 1, sampling, seed)
     return backend, seq
 
 
@@ -74,6 +38,17 @@ def test_prefill_commits_one_token_and_evaluates_the_prompt_once():
     first = seq.prefill([0, 1, 2])
     assert seq.tokens == [0, 1, 2, first]
     assert backend.forwards == [(0, 3)]
+
+
+def test_a_long_prompt_is_evaluated_in_chunks_that_continue_the_kv():
+    backend, seq = make()
+    seq.start(list(range(V)) * 3)  # 18 tokens
+    steps = 0
+    while not seq.prefill_step(5):
+        steps += 1
+    assert steps == 3 and backend.forwards == [(0, 5), (5, 5), (10, 5), (15, 3)]
+    first = seq.decode_one()  # the last chunk's row: no forward more
+    assert len(backend.forwards) == 4 and seq.tokens[-1] == first
 
 
 def test_fully_accepted_block_keeps_the_next_row_and_skips_recomputation():

@@ -15,14 +15,14 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from picospec.bench import gpu  # noqa: E402
 from picospec.cloud import torch_sampling  # noqa: E402
 from picospec.cloud.hf_vocab import LlamaVocab  # noqa: E402
 from picospec.cloud.torch_backend import TorchBackend  # noqa: E402
 from picospec.codec import ops  # noqa: E402
 from picospec.codec.errors import ConfigError, KernelError  # noqa: E402
 from picospec.codec.sampling import SamplingParams  # noqa: E402
-from picospec.profiles import CloudProfile, load  # noqa: E402
+from picospec.lab.bench import gpu  # noqa: E402
+from picospec.lab.profiles import CloudProfile, load  # noqa: E402
 
 VOCAB = 512
 CORPUS = [

@@ -40,13 +40,13 @@ from typing import Any
 from picospec.cloud.llama_backend import LlamaBackend
 from picospec.cloud.timed import TimedBackend
 from picospec.codec.errors import ConfigError
-from picospec.codec.sampling import SamplingParams
+from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.codec.scheme import Scheme
-from picospec.edge.client import EdgeClient
+from picospec.edge.client import EdgeClient, GenerationError
 from picospec.edge.drafter import Drafter
-from picospec.loopback import LoopbackCloud, loopback_cloud
-from picospec.models import listing, prepare
-from picospec.timemodel import per_position
+from picospec.lab.loopback import LoopbackCloud, loopback_cloud
+from picospec.lab.timemodel import per_position
+from picospec.runtime.models import listing, prepare
 
 from .progress import Progress
 from .prompts import prompt_set
@@ -183,18 +183,8 @@ async def _sweep(plan: Plan, pair: str) -> tuple[list[dict[str, Any]], dict[int,
     paths = prepare(pair)
     timed = TimedBackend(LlamaBackend(paths["target"], n_ctx=1024, threads=1))
     points = plan.points()
-    drafters = {
-        s: Drafter.open(
-            paths["drafter"],
-            params_for(s, plan.temperature),
-            scheme=Scheme.parse(s),
-            k=plan.k,
-            n_ctx=1024,
-            threads=1,
-        )
-        for s in sorted({p.scheme for p in points})
-    }
-    w = next(iter(drafters.values())).ctx.weights
+    drafter = Drafter.open(paths["drafter"], n_ctx=1024, threads=1)
+    w = drafter.ctx.weights
     prompts = [
         (style, w.tokenize(w.chat_prompt(text)))
         for style, text in prompt_set(plan.prompts_per_style)
@@ -206,7 +196,7 @@ async def _sweep(plan: Plan, pair: str) -> tuple[list[dict[str, Any]], dict[int,
     for repeat in range(plan.repeats):
         for point in points:
             async with loopback_cloud(timed, rtt_ms=point.rtt, rate_mbit=point.rate) as cloud:
-                client = EdgeClient(drafters[point.scheme])
+                client = EdgeClient(drafter)
                 await asyncio.wait_for(
                     client.connect(*cloud.address, cloud.tls, token=cloud.token), 30
                 )
@@ -236,17 +226,24 @@ async def _one(
     """One generation and what it cost; seed is the prompt's (repeats and points must agree)."""
     mark, busy0, units0 = timed.mark(), cloud.service.busy_seconds, cloud.service.work_units
     wire0 = (cloud.link.up.bytes, cloud.link.down.bytes) if cloud.link else (0, 0)
-    res = await asyncio.wait_for(
-        client.generate(
-            prompt,
-            seed=seed,
-            mode=mode,
-            gamma=point.gamma,
-            depth=point.depth,
-            max_new_tokens=plan.max_tokens,
-        ),
-        300,
+    sampling = Sampling.of(
+        params_for(point.scheme, plan.temperature), point.scheme, plan.k, allow_inexact=True
     )
+    try:
+        res = await asyncio.wait_for(
+            client.generate(
+                prompt,
+                sampling=sampling,
+                seed=seed,
+                mode=mode,
+                gamma=point.gamma,
+                depth=point.depth,
+                max_new_tokens=plan.max_tokens,
+            ),
+            300,
+        )
+    except GenerationError as e:  # kept, and reported as a violation
+        res = e.result
     records = timed.records[mark:]
     forwards: dict[int, list[float]] = {}
     for n, s in records:

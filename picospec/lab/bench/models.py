@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from picospec.cloud.llama_backend import LlamaBackend
-from picospec.codec.sampling import SamplingParams
+from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.codec.scheme import Scheme
 from picospec.edge.drafter import Drafter
-from picospec.inprocess import Generation, generate
-from picospec.models import prepare
+from picospec.lab.inprocess import Generation, generate
+from picospec.runtime.models import prepare
 
 PROMPTS = (
     "A robot arm moves 3 boxes per minute. How many boxes does it move in 2 hours? "
@@ -91,7 +91,7 @@ def run(
         pair = f"{Path(str(paths['drafter'])).name} -> {Path(str(paths['target'])).name}"
     backend = LlamaBackend(paths["target"], n_ctx=1024, threads=threads)
     result: dict[str, Any] = {"pair": pair, "gamma": gamma, "k": k, "vocab": backend.vocab_size}
-    base = Drafter.open(paths["drafter"], SamplingParams(), k=k, n_ctx=1024, threads=threads)
+    base = Drafter.open(paths["drafter"], n_ctx=1024, threads=threads)
     prompts = [base.ctx.weights.tokenize(base.ctx.weights.chat_prompt(p)) for p in PROMPTS]
 
     verify = _verify_costs(backend, prompts[0], repeats)
@@ -101,7 +101,7 @@ def run(
     runs = []
     for t in temperatures:
         for scheme in [Scheme.GREEDY] if t == 0 else [Scheme.SPARSE_Q, Scheme.SPLIT, Scheme.GUMBEL]:
-            base.params, base.scheme = SamplingParams(temperature=t), scheme
+            sampling = Sampling.of(SamplingParams(temperature=t), scheme, k, allow_inexact=True)
             gens, same, diverged_at = [], 0, []
             for prompt in prompts:
                 for seed in range(seeds):
@@ -110,6 +110,7 @@ def run(
                         backend,
                         prompt,
                         mode="sync",
+                        sampling=sampling,
                         gamma=gamma,
                         max_new_tokens=max_new_tokens,
                         seed=seed,
@@ -120,6 +121,7 @@ def run(
                             backend,
                             prompt,
                             mode="cloud-only",
+                            sampling=sampling,
                             max_new_tokens=max_new_tokens,
                             seed=seed,
                         )
@@ -153,8 +155,7 @@ def run(
     result["runs"] = runs
 
     base.stats = type(base.stats)()
-    base.params, base.scheme = SamplingParams(temperature=0.7), Scheme.SPARSE_Q
-    base.begin(prompts[0], seed=0)
+    base.begin(prompts[0], 0, Sampling.of(SamplingParams(temperature=0.7), Scheme.SPARSE_Q, k))
     base.draft(max_new_tokens)
     result["drafter_ms_per_token"] = round(base.stats.ms_per_token, 2)
     result["verify5_over_draft4"] = round(verify["5"] / (4 * base.stats.ms_per_token), 2)

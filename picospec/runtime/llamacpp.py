@@ -37,6 +37,17 @@ def _lib() -> Any:
     return llama_cpp
 
 
+def default_threads() -> int:
+    """llama.cpp threads when none are asked for: half the cores (at least one).
+
+    A drafter and a verifier on one machine (the demo, a laptop, the tests) each
+    get half; with every core each, llama.cpp's spinning workers fight over the
+    same cores and a 19 ms drafter step takes 60 ms. A verifier alone on its host
+    is started with ``--threads`` set to its cores.
+    """
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def quantize(src: Path, dst: Path, ftype: str = "Q2_K", threads: int | None = None) -> None:
     """Requantise a GGUF with llama.cpp's own quantiser (allow_requantize)."""
     lib = _lib()
@@ -157,7 +168,7 @@ class LlamaContext:
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
         cparams.n_seq_max = 1
-        cparams.n_threads = cparams.n_threads_batch = threads or os.cpu_count() or 1
+        cparams.n_threads = cparams.n_threads_batch = threads or default_threads()
         self._ctx = lib.llama_init_from_model(weights._model, cparams)
         if not self._ctx:
             raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens")

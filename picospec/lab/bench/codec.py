@@ -68,7 +68,7 @@ def synthetic_rows(n: int, vocab: int, seed: int = 0) -> np.ndarray:
 
 def model_rows(path: str, n: int) -> np.ndarray:
     """n real logits rows: the model's own greedy continuation of a prompt."""
-    from picospec.llamacpp import open_model
+    from picospec.runtime.llamacpp import open_model
 
     with open_model(path, n_ctx=512, n_batch=128) as m:
         tokens = m.weights.tokenize(PROMPT)
@@ -87,7 +87,7 @@ def _resolve_model(model: str) -> str | None:
         return None
     if model != "auto":
         return model
-    from picospec.models import PAIRS, cache_dir
+    from picospec.runtime.models import PAIRS, cache_dir
 
     path = cache_dir() / PAIRS["gemma3"].target_file
     return str(path) if path.is_file() else None

@@ -192,7 +192,7 @@ def prepare(
         d = root / pair.drafter_file
         if rebuilt or not is_valid(d):
             say(f"quantising the drafter {d.name} (Q2_K, llama.cpp's quantiser)")
-            from picospec.llamacpp import quantize
+            from picospec.runtime.llamacpp import quantize
 
             tmp = d.with_name(d.name + ".partial")
             t0 = time.monotonic()

@@ -1,7 +1,7 @@
 """``picospec sim``: what the protocol gives with other edges, links and clouds.
 
-Runs the discrete-event simulator (``picospec.sim``) for every mode with three
-timing profiles (built-in names or JSON files, ``picospec.profiles``) and an
+Runs the discrete-event simulator (``picospec.lab.sim``) for every mode with three
+timing profiles (built-in names or JSON files, ``picospec.lab.profiles``) and an
 acceptance model: a fixed rate per position (``--accept``), or the recorded
 accept/reject traces of a ``picospec bench e2e`` results file (``--trace``),
 replayed block by block. The time model's closed form is printed beside each
@@ -16,9 +16,10 @@ import statistics
 from typing import Any
 
 from picospec.codec.errors import ConfigError
-from picospec.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile, load
-from picospec.sim import MODES, IidAcceptance, Scenario, SimResult, TraceAcceptance, simulate
-from picospec.timemodel import Costs, per_position, predict
+from picospec.codec.scheme import Mode
+from picospec.lab.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile, load
+from picospec.lab.sim import IidAcceptance, Scenario, SimResult, TraceAcceptance, simulate
+from picospec.lab.timemodel import Costs, per_position, predict
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,7 +58,7 @@ def _profiles(args: argparse.Namespace) -> tuple[EdgeProfile, LinkProfile, Cloud
 def _traces(
     path: str, scheme: str, gamma: int
 ) -> dict[str, list[tuple[list[tuple[int, int]], int]]]:
-    from picospec.bench.report import load as load_result
+    from picospec.lab.bench.report import load as load_result
 
     result = load_result(path)
     out: dict[str, list[tuple[list[tuple[int, int]], int]]] = {}
@@ -83,7 +84,7 @@ def simulate_modes(args: argparse.Namespace) -> dict[str, Any]:
         accept = (values + [values[-1]] * args.gamma)[: args.gamma]
     costs = Costs.of(edge, link, cloud, args.gamma + 2)
     rows = {}
-    for mode in MODES:
+    for mode in (m.value for m in Mode):
         results: list[SimResult] = []
         if mode in traces:
             for blocks_, n in traces[mode]:

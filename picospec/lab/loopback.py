@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from picospec.cloud.backend import Backend
+from picospec.cloud.limits import Limits
 from picospec.cloud.server import VerifierService
-from picospec.link import LinkConfig, LinkRelay
-from picospec.quic import ClientTLS, ServerTLS, generate_self_signed
+from picospec.lab.link import LinkConfig, LinkRelay
+from picospec.runtime.quic import ClientTLS, ServerTLS, generate_self_signed
 
 
 @dataclass(frozen=True)
@@ -45,12 +46,13 @@ async def loopback_cloud(
     name: str = "picospec",
     idle_timeout: float = 60.0,
     seed: int = 1,
+    limits: Limits | None = None,
 ) -> AsyncIterator[LoopbackCloud]:
     """Serve backend on loopback; with rtt_ms, loss or rate_mbit, behind the link
     emulator: rtt_ms / 2 of delay each way, and a link of rate_mbit each way that
     serialises every datagram at that rate (no token-bucket burst)."""
     token = token or secrets.token_hex(16).encode()
-    service = VerifierService(backend, token=token, name=name)
+    service = VerifierService(backend, token=token, name=name, limits=limits)
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
         pin = generate_self_signed(cert, key, host="localhost")
@@ -71,4 +73,4 @@ async def loopback_cloud(
                     yield LoopbackCloud(link.address, server.address, tls, token, service, link)
         finally:
             await server.close()
-            service.close()
+            await service.close()

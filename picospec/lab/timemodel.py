@@ -36,9 +36,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from picospec.codec.errors import ConfigError
-from picospec.profiles import CloudProfile, EdgeProfile, LinkProfile, extend
-
-MODES = ("pipeline", "sync", "cloud-only", "edge-only")
+from picospec.codec.scheme import Mode
+from picospec.lab.profiles import CloudProfile, EdgeProfile, LinkProfile, extend
 
 
 @dataclass(frozen=True)
@@ -124,8 +123,7 @@ def predict(
     n_tokens > 0 adds the start-up (first-token latency, drafter prefill) to a
     generation of that many tokens; 0 gives the steady state alone.
     """
-    if mode not in MODES:
-        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    mode = Mode.parse(mode)
     gamma = len(accept)
     if gamma < 1 and mode in ("pipeline", "sync"):
         raise ConfigError("speculative modes need the acceptance of at least one position")

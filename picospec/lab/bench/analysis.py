@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from picospec.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile, extend
-from picospec.sim import IidAcceptance, Scenario, TraceAcceptance, simulate
-from picospec.timemodel import Costs, predict
+from picospec.lab.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile, extend
+from picospec.lab.sim import IidAcceptance, Scenario, TraceAcceptance, simulate
+from picospec.lab.timemodel import Costs, predict
 
 MAX_N = 16
 """Forward sizes the cost tables cover."""
@@ -100,7 +100,7 @@ def scenario_of(run: dict[str, Any]) -> Scenario:
         max(run["n_tokens"], 1),
         gamma=run["gamma"],
         depth=run["depth"],
-        edge_decides_correction=run["scheme"] == "split",
+        scheme=run["scheme"],
         start_bytes=start,
         block_bytes=0.0,
         block_bytes_per_token=per_token,

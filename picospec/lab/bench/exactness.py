@@ -31,11 +31,10 @@ import numpy as np
 
 from picospec.cloud.llama_backend import LlamaBackend
 from picospec.codec.errors import ConfigError
-from picospec.codec.sampling import SamplingParams
-from picospec.codec.scheme import Scheme
+from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.edge.drafter import Drafter
-from picospec.inprocess import generate
-from picospec.models import prepare
+from picospec.lab.inprocess import generate
+from picospec.runtime.models import prepare
 
 from .progress import Progress
 
@@ -139,29 +138,26 @@ def run(
         raise ConfigError(f"the exactness report needs at least 10 generations, got {n}")
     paths = prepare(pair)
     backend = LlamaBackend(paths["target"], n_ctx=256, threads=2)
+    drafter = Drafter.open(paths["drafter"], n_ctx=256, threads=2)
     bar = Progress(len(temperatures) * (len(schemes) + 1) * n, label="exactness")
     rows = []
     for t in temperatures:
         params = SamplingParams(temperature=t)
-        drafters = {
-            s: Drafter.open(
-                paths["drafter"], params, scheme=Scheme.parse(s), k=k, n_ctx=256, threads=2
-            )
-            for s in schemes
-        }
-        w = next(iter(drafters.values())).ctx.weights
+        samplings = {s: Sampling.of(params, s, k, allow_inexact=True) for s in schemes}
+        w = drafter.ctx.weights
         prompt = w.tokenize(w.chat_prompt(PROMPT))
         exact = ExactTarget(backend, params, prompt)
         floor: list[tuple[int, ...]] = []
         for scheme in ("cloud-only", *schemes):
-            d = drafters[schemes[0] if scheme == "cloud-only" else scheme]
+            sampling = samplings[schemes[0] if scheme == "cloud-only" else scheme]
             samples, rejections, truncated = [], 0, []
             for i in range(n):
                 g = generate(
-                    d,
+                    drafter,
                     backend,
                     prompt,
                     mode="cloud-only" if scheme == "cloud-only" else "sync",
+                    sampling=sampling,
                     max_new_tokens=LENGTH,
                     seed=10_000 + i if scheme == "cloud-only" else i,
                     gamma=LENGTH - 1,
@@ -194,6 +190,5 @@ def run(
                 row["truncated_mass_max"] = float(np.max(truncated)) if truncated else 0.0
                 row["inexact_rejections"] = sum(1 for m in truncated if m > 0)
             rows.append(row)
-        for d in drafters.values():
-            d.close()
+    drafter.close()
     return {"prompt": PROMPT, "length": LENGTH, "k": k, "rows": rows}

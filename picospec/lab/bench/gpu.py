@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from picospec.cloud.torch_backend import TorchBackend
+from picospec.cloud.torch_backend import TorchBackend, cuda_available
 from picospec.codec.errors import ConfigError, PicospecError
 from picospec.codec.sampling import SamplingParams
-from picospec.profiles import CloudProfile, save
+from picospec.lab.profiles import CloudProfile, save
 
 LLAMA3_8B = {
     "vocab_size": 128256,
@@ -61,18 +61,10 @@ class ValidationError(PicospecError):
     """The backend's verify pass disagreed with its own decode steps."""
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
 def _backend(
     model: str | None, tiny: bool, device: str | None, dtype: str | None, threads: int | None
 ) -> Any:
-    if device is None and not tiny and not _cuda_available():
+    if device is None and not tiny and not cuda_available():
         raise ConfigError(
             "bench gpu needs a CUDA device and torch sees none; pass --tiny to check the "
             "code path with a tiny random model on the CPU (or --device cpu to time this CPU)"

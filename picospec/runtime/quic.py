@@ -4,7 +4,7 @@ Both sides see a ``Channel``: the first bidirectional stream the client opens on
 a connection. The application frames its own messages on it; this module never
 parses them. TLS 1.3 always (QUIC requires it); the ALPN is ``picospec/1``.
 
-How the client verifies the server (see picospec/tls.py) is never optional:
+How the client verifies the server (see picospec/runtime/tls.py) is never optional:
 
 - with a CA file, aioquic verifies the chain and the server name during the
   handshake;
@@ -17,10 +17,13 @@ How the client verifies the server (see picospec/tls.py) is never optional:
   accepted. ``connect`` offers no way around this check.
 
 ``write`` never blocks: aioquic buffers the bytes and paces them by QUIC flow
-and congestion control. ``close`` delivers what was written, ends the stream
-(FIN) and closes the connection with code 0. The client sends PINGs every
-``keepalive`` seconds so an idle connection stays open; a dead one ends by the
-idle timeout, and the Channel says so.
+and congestion control. ``pending`` says how many written bytes the peer has
+not acknowledged yet and ``drain`` waits until that is below a bound, which is
+how either side applies backpressure to a peer that stops reading. ``close``
+delivers what was written, ends the stream (FIN) and closes the connection
+with code 0. The client sends PINGs every ``keepalive`` seconds so an idle
+connection stays open; a dead one ends by the idle timeout, and the Channel
+says so.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from aioquic.quic.events import (
 from aioquic.quic.packet import QuicErrorCode
 
 from picospec.codec.errors import ConfigError, PicospecError
-from picospec.tls import (
+from picospec.runtime.tls import (
     ClientTLS,
     ServerTLS,
     cert_fingerprint,
@@ -107,6 +110,21 @@ class Channel:
         if not chunk:
             self._chunks.put_nowait(b"")  # every later read sees the end too
         return chunk
+
+    @property
+    def pending(self) -> int:
+        """Bytes written and not yet acknowledged by the peer."""
+        return 0 if self.closed else self._protocol.unacked(self._stream_id)
+
+    async def drain(self, limit: int) -> None:
+        """Wait until at most limit written bytes are unacknowledged; raises
+        TransportError if the channel ends first."""
+        while self.pending > limit:
+            if self.closed:
+                break
+            await self._protocol.progress()
+        if self.closed:
+            raise TransportError(f"the channel to {self.peer} ended: {self.close_reason}")
 
     def write(self, data: bytes) -> None:
         """Queue data on the stream and transmit what flow control allows now."""
@@ -220,6 +238,23 @@ class _Protocol(QuicConnectionProtocol):
             await asyncio.wait_for(self.wait_closed(), CLOSE_LINGER_S)
         except TimeoutError:
             log.warning("connection %s did not finish closing", self.peer)
+
+    def unacked(self, stream_id: int) -> int:
+        """Bytes written to the stream that the peer has not acknowledged."""
+        # aioquic keeps a stream's unacknowledged bytes in its sender's buffer
+        # (_buffer_start.._buffer_stop) and has no public query; test_quic checks
+        # that this grows while a peer does not acknowledge.
+        stream = self._quic._streams.get(stream_id)
+        if stream is None:
+            return 0
+        sender = stream.sender
+        return int(getattr(sender, "_buffer_stop", 0)) - int(getattr(sender, "_buffer_start", 0))
+
+    async def progress(self) -> None:
+        """Wait for the next datagram from the peer (it may acknowledge data) or the end."""
+        if not self.terminated:
+            self._progress.clear()
+            await self._progress.wait()
 
     def abandon(self) -> None:
         """Client: give up a handshake; close the connection and the UDP socket now."""

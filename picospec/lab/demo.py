@@ -13,15 +13,17 @@ import asyncio
 import sys
 
 from picospec.cloud.llama_backend import LlamaBackend
-from picospec.codec.sampling import SamplingParams
-from picospec.codec.scheme import Scheme
+from picospec.codec.sampling import Sampling, SamplingParams
+from picospec.codec.scheme import Mode
 from picospec.edge.client import EdgeClient, GenerationResult
 from picospec.edge.drafter import Drafter
-from picospec.loopback import loopback_cloud
-from picospec.models import DEFAULT_PAIR, prepare
+from picospec.edge.text import TextStream
+from picospec.lab.loopback import loopback_cloud
+from picospec.runtime.models import DEFAULT_PAIR, prepare
 
 PROMPT = "A warehouse robot has to move 45 boxes, 6 per trip. How many trips does it need? Explain."
 RTT_MS = 50.0
+GREEDY = Sampling.of(SamplingParams(temperature=0.0))
 
 
 def _table(results: list[GenerationResult]) -> str:
@@ -43,13 +45,7 @@ def _table(results: list[GenerationResult]) -> str:
 async def _run(pair: str, max_tokens: int) -> list[GenerationResult]:
     paths = prepare(pair)
     backend = LlamaBackend(paths["target"], n_ctx=1024, threads=1)
-    drafter = Drafter.open(
-        paths["drafter"],
-        SamplingParams(temperature=0.0),
-        scheme=Scheme.GREEDY,
-        n_ctx=1024,
-        threads=1,
-    )
+    drafter = Drafter.open(paths["drafter"], n_ctx=1024, threads=1)
     async with loopback_cloud(backend, rtt_ms=RTT_MS, name=f"demo {backend.name}") as cloud:
         host, port = cloud.server_address
         print(
@@ -62,16 +58,23 @@ async def _run(pair: str, max_tokens: int) -> list[GenerationResult]:
         prompt = w.tokenize(w.chat_prompt(PROMPT))
         print(f"prompt: {PROMPT}\n")
         results = []
-        for mode in ("pipeline", "sync", "cloud-only"):
-            print(f"--- {mode} ---", flush=True)
+        for mode in (Mode.PIPELINE, Mode.SYNC, Mode.CLOUD_ONLY):
+            print(f"--- {mode.value} ---", flush=True)
+            stream = TextStream(drafter.piece, drafter.is_end)
 
-            def show(tokens: list[int]) -> None:
-                sys.stdout.write(client.text(tokens))
+            def show(tokens: list[int], stream: TextStream = stream) -> None:
+                sys.stdout.write(stream.feed(tokens))
                 sys.stdout.flush()
 
             res = await client.generate(
-                prompt, mode=mode, max_new_tokens=max_tokens, on_tokens=show
+                prompt,
+                sampling=GREEDY,
+                seed=0,
+                mode=mode,
+                max_new_tokens=max_tokens,
+                on_tokens=show,
             )
+            sys.stdout.write(stream.flush())
             print(f"\n[{res.n_tokens} tokens, {res.finished}]\n", flush=True)
             results.append(res)
         await client.close()

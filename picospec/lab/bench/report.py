@@ -472,9 +472,9 @@ def markdown(
     parts += [
         "## Time model and simulator against the measurements",
         "Each run is predicted twice from its own measured costs: by the closed-form time "
-        "model (`picospec/timemodel.py`, DESIGN.md section 3 with the depth term) fed with "
+        "model (`picospec/lab/timemodel.py`, DESIGN.md section 3 with the depth term) fed with "
         "the run's per-position acceptance, and by the discrete-event simulator "
-        "(`picospec/sim.py`) replaying the run's own accept/reject trace.",
+        "(`picospec/lab/sim.py`) replaying the run's own accept/reject trace.",
         "Simulator error over all runs:",
         _summary(analysis.errors(result["runs"], "sim_tok_per_s")),
         "Time model error over all runs:",
@@ -716,7 +716,7 @@ def _acceptance_profiles(result: dict[str, Any]) -> dict[str, list[float]]:
         if r["scheme"] == "greedy" and r["mode"] == "pipeline" and r["gamma"] == gamma
         for b in r["blocks"]
     ]
-    from picospec.timemodel import per_position
+    from picospec.lab.timemodel import per_position
 
     out = {}
     if blocks:

@@ -8,7 +8,7 @@ mapping with no traffic either way for ``idle_timeout`` seconds is closed.
 
 All clients share one link: their datagrams queue behind each other in the ``up``
 direction, the server's replies in ``down``. Each datagram goes through the model
-(``picospec.linkmodel``) when it is received and is sent at its arrival time by a
+(``picospec.lab.linkmodel``) when it is received and is sent at its arrival time by a
 ``loop.call_at`` timer, in order; the rest is socket plumbing.
 """
 
@@ -22,7 +22,7 @@ from functools import partial
 from typing import cast
 
 from picospec.codec.errors import ConfigError
-from picospec.linkmodel import LinkConfig, LinkDirection
+from picospec.lab.linkmodel import LinkConfig, LinkDirection
 
 __all__ = ["LinkConfig", "LinkDirection", "LinkRelay"]
 
