@@ -58,7 +58,7 @@ def _profiles(args: argparse.Namespace) -> tuple[EdgeProfile, LinkProfile, Cloud
 def _traces(
     path: str, scheme: str, gamma: int
 ) -> dict[str, list[tuple[list[tuple[int, int]], int]]]:
-    from picospec.lab.bench.report import load as load_result
+    from picospec.lab.bench.results import load as load_result
 
     result = load_result(path)
     out: dict[str, list[tuple[list[tuple[int, int]], int]]] = {}
