@@ -8,6 +8,7 @@ counted by error code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from picospec.codec.errors import ConfigError
@@ -52,10 +53,13 @@ class Limits:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"limit {f.name} must be a number, got {value!r}")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if f.type == "float":
+                if not (number and math.isfinite(value) and value > 0):
+                    raise ConfigError(f"limit {f.name} must be a number > 0, got {value!r}")
+                continue
             floor = 0 if f.name == "max_prompt_tokens" else 1
-            if not value >= floor or (f.type == "int" and not isinstance(value, int)):
+            if not (number and isinstance(value, int) and value >= floor):
                 raise ConfigError(f"limit {f.name} must be an integer >= {floor}, got {value!r}")
         if self.max_block > MAX_BLOCK:
             raise ConfigError(f"limit max_block must be <= {MAX_BLOCK}, got {self.max_block}")

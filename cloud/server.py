@@ -130,7 +130,7 @@ class VerifierService:
             why = f"the server has {self.stats.connections_open} connections, its limit"
             self._refuse(ch, ErrorCode.BUSY, why)
             log.warning("connection %s refused: %s", ch.peer, why)
-            await ch.close("busy")
+            await ch.close(f"busy: {why}")
             return
         self.stats.connections_open += 1
         session = CloudSession(
@@ -172,7 +172,7 @@ class VerifierService:
                 why = f"no Hello within {self.limits.hello_timeout_s:g} s"
                 self._refuse(ch, ErrorCode.TIMEOUT, why)
                 log.warning("connection %s: %s", ch.peer, why)
-                await ch.close("hello timeout")
+                await ch.close(why)
                 return False
             if not data:
                 return False
@@ -319,7 +319,9 @@ class VerifierService:
                 return  # the peer is gone; its reader ends the connection
 
     def _refuse(self, ch: Channel, code: ErrorCode, why: str) -> None:
-        """An Error that is not a session's: before or instead of a handshake."""
+        """An Error that is not a session's: before or instead of a handshake. A peer
+        that never opened its stream cannot be written to; the reason then travels
+        in the connection's close (the caller closes with it)."""
         self.stats.refusals[code] += 1
         err = Error(session=0, epoch=0, start=0, code=code, message=why[:1000])
         try:

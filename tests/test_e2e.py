@@ -16,6 +16,7 @@ from picospec.codec.scheme import Scheme
 from picospec.codec.vocab import VocabFingerprint
 from picospec.edge.client import EdgeClient, EdgeError
 from picospec.edge.drafter import Drafter
+from picospec.edge.text import TextStream
 from picospec.lab.loopback import loopback_cloud
 from picospec.runtime.quic import connect
 
@@ -204,3 +205,48 @@ def test_a_seeded_generation_does_not_depend_on_the_generations_before(d, backen
             return differ
 
     assert asyncio.run(run()) == []
+
+
+def test_one_connection_serves_greedy_sampled_and_gumbel_generations_back_to_back(d, backend):
+    """Sampling, scheme and seed travel with each generation: one connection
+    serves all three kinds in turn, each keeps its contract, and the streamed
+    text of each is its final text, byte for byte."""
+    w = d.ctx.weights
+    prompt = w.tokenize(w.chat_prompt("Name three things a robot vacuum must detect."))
+    warm, gumbel = samp(0.7, Scheme.SPARSE_Q), samp(1.0, Scheme.GUMBEL)
+    plan = [
+        (samp(), "pipeline", 0),
+        (warm, "pipeline", 11),
+        (gumbel, "pipeline", 12),
+        (samp(), "cloud-only", 0),
+        (warm, "sync", 11),
+        (gumbel, "cloud-only", 12),
+    ]
+
+    async def run():
+        async with cloud(backend) as c:
+            client = EdgeClient(d)
+            await asyncio.wait_for(client.connect(*c.address, c.tls, token=TOKEN), 20)
+            out = []
+            for sampling, mode, seed in plan:
+                stream = TextStream(d.piece, d.is_end)
+                chunks: list[str] = []
+                res = await client.generate(
+                    prompt,
+                    sampling=sampling,
+                    seed=seed,
+                    mode=mode,
+                    max_new_tokens=32,
+                    on_tokens=lambda t, s=stream, c=chunks: c.append(s.feed(t)),
+                )
+                chunks.append(stream.flush())
+                assert "".join(chunks) == res.text
+                out.append(res.token_ids)
+            await client.close()
+            return out
+
+    greedy, sampled, gum, greedy_alone, sampled_sync, gum_alone = asyncio.run(run())
+    assert greedy == greedy_alone  # greedy: the cloud-only tokens
+    assert sampled == sampled_sync  # a seed repeats, whatever the mode
+    assert gum == gum_alone  # gumbel: the cloud-only tokens for the seed
+    assert sampled != greedy

@@ -76,8 +76,18 @@ def test_queue_limit_tail_drops_then_drains():
         "delivered": 11,
         "lost": 0,
         "queue_drops": 9,
+        "cut_drops": 0,
     }
     assert d.send(1200, now=sent[10]) is not None  # the queue has drained
+
+
+def test_a_cut_direction_drops_everything_until_restored():
+    d = LinkDirection(LinkConfig(delay_ms=10))
+    d.cut = True
+    assert [d.send(100, now=0.0) for _ in range(3)] == [None] * 3
+    d.cut = False
+    assert d.send(100, now=1.0) == 1.01
+    assert d.stats()["cut_drops"] == 3 and d.stats()["delivered"] == 1
 
 
 def test_loss_rate_is_near_configured_and_the_seed_repeats_it():

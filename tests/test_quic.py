@@ -301,3 +301,38 @@ def test_generated_key_is_private_and_fingerprint_matches(certs: Certs) -> None:
     assert stat.S_IMODE((certs.dir / "key.pem").stat().st_mode) == 0o600
     assert cert_fingerprint(certs.dir / "cert.pem") == certs.pin
     assert certs.pin != certs.other_pin
+
+
+def test_unacknowledged_bytes_grow_while_the_peer_acknowledges_nothing_then_drain(
+    certs: Certs,
+) -> None:
+    """Channel.pending counts written bytes the peer has not acknowledged (read
+    from aioquic's sender buffer, so this fails if aioquic renames it)."""
+    from picospec.lab.link import LinkConfig, LinkRelay
+
+    server_side: list[Channel] = []
+
+    async def hold(ch: Channel) -> None:
+        server_side.append(ch)
+        while await ch.read():
+            pass
+
+    async def body(address: tuple[str, int]) -> tuple[int, int, int]:
+        fast = LinkConfig(delay_ms=1)
+        async with LinkRelay(listen=("127.0.0.1", 0), upstream=address, up=fast, down=fast) as link:
+            ch = await connect(*link.address, ClientTLS(pin_sha256=certs.pin))
+            ch.write(b"go")
+            while not server_side:
+                await asyncio.sleep(0.01)
+            link.cut(up=False, down=True)  # the client receives, and so acknowledges, nothing
+            server_side[0].write(b"x" * 100_000)
+            await asyncio.sleep(0.3)
+            stuck = server_side[0].pending
+            link.restore()
+            await asyncio.wait_for(server_side[0].drain(0), LIMIT_S)
+            got = len(await read_n(ch, 100_000))
+            await ch.close()
+            return stuck, server_side[0].pending, got
+
+    stuck, after, got = with_server(certs.server, body, hold)
+    assert stuck == 100_000 and after == 0 and got == 100_000

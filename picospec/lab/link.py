@@ -132,6 +132,15 @@ class LinkRelay:
         self._up_due, self._down_due = _Deliveries(), _Deliveries()
         self._sweep: asyncio.TimerHandle | None = None
 
+    def cut(self, *, up: bool = True, down: bool = True) -> None:
+        """Drop every datagram in the given directions from now on (an outage)."""
+        self.up.cut = self.up.cut or up
+        self.down.cut = self.down.cut or down
+
+    def restore(self) -> None:
+        """End an outage: both directions carry datagrams again."""
+        self.up.cut = self.down.cut = False
+
     @property
     def clients(self) -> int:
         """Client addresses with an open mapping."""

@@ -72,13 +72,18 @@ class LinkDirection:
     """One direction of a link: ``send`` returns a packet's arrival time, or None if dropped.
 
     Counters: ``packets`` and ``bytes`` offered, ``delivered`` packets,
-    ``lost`` (random loss) and ``queue_drops`` (tail drops at the full queue).
+    ``lost`` (random loss), ``queue_drops`` (tail drops at the full queue) and
+    ``cut_drops`` (dropped while the direction is ``cut``: an outage, such as a
+    robot driving out of Wi-Fi range).
     """
 
     def __init__(self, config: LinkConfig, seed: int | None = None) -> None:
         """seed overrides config.seed (two directions of one config draw apart)."""
         self.config = config
         self.packets = self.bytes = self.delivered = self.lost = self.queue_drops = 0
+        self.cut_drops = 0
+        self.cut = False
+        """While True, every packet is dropped (and counted in cut_drops)."""
         self._rng = random.Random(config.seed if seed is None else seed)
         self._rate = config.rate_mbit * 1e6 / 8  # bytes per second; 0 = unlimited
         self._tokens = float(config.burst_bytes)  # the bucket's level at _last_leave
@@ -91,6 +96,9 @@ class LinkDirection:
         """Arrival time of a packet of size bytes sent at now, or None if the link drops it."""
         self.packets += 1
         self.bytes += size
+        if self.cut:
+            self.cut_drops += 1
+            return None
         leave = self._through_bucket(size, now) if self._rate else now
         if leave is None:
             self.queue_drops += 1
@@ -113,6 +121,7 @@ class LinkDirection:
             "delivered": self.delivered,
             "lost": self.lost,
             "queue_drops": self.queue_drops,
+            "cut_drops": self.cut_drops,
         }
 
     def _through_bucket(self, size: int, now: float) -> float | None:

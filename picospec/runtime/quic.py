@@ -1,7 +1,8 @@
 """QUIC transport: one reliable, ordered, bidirectional byte stream per connection.
 
 Both sides see a ``Channel``: the first bidirectional stream the client opens on
-a connection. The application frames its own messages on it; this module never
+a connection (stream 0); data on any other stream is ignored. The server's
+handler starts when the handshake completes, before the client writes. The application frames its own messages on it; this module never
 parses them. TLS 1.3 always (QUIC requires it); the ALPN is ``picospec/1``.
 
 How the client verifies the server (see picospec/runtime/tls.py) is never optional:
@@ -75,6 +76,8 @@ __all__ = [
 ]
 
 ALPN = "picospec/1"
+SERVER_CHANNEL_STREAM = 0
+"""The stream that is the Channel: the first bidirectional stream a client opens."""
 CLOSE_LINGER_S = 5.0
 """How long ``Channel.close`` waits for the peer to acknowledge the written bytes."""
 _TLS_BAD_CERTIFICATE = QuicErrorCode.CRYPTO_ERROR + 42  # TLS alert bad_certificate
@@ -199,6 +202,8 @@ class _Protocol(QuicConnectionProtocol):
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, HandshakeCompleted) and self._quic.configuration.is_client:
             self._handshake_completed()
+        elif isinstance(event, HandshakeCompleted):
+            self._open_server_channel()
         elif isinstance(event, StreamDataReceived):
             self._stream_data(event)
         elif isinstance(event, StreamReset) and self._is_channel(event.stream_id):
@@ -296,13 +301,18 @@ class _Protocol(QuicConnectionProtocol):
                 self._keepalive = min(self._keepalive, remote / 2)
             self._keepalive_timer = self._loop.call_later(self._keepalive, self._ping)
 
-    def _stream_data(self, event: StreamDataReceived) -> None:
-        if self.channel is None and not self._quic.configuration.is_client:
-            if event.stream_id % 4 != 0:
-                return  # only a client-initiated bidirectional stream becomes the Channel
-            self.channel = Channel(self, event.stream_id)
+    def _open_server_channel(self) -> None:
+        """Server: the connection is up; its Channel is the client's first bidirectional
+        stream (id 0), and the handler runs from now on, whether or not the client
+        ever writes (so a silent client meets the handler's deadlines and limits)."""
+        if self.channel is None:
+            self.channel = Channel(self, SERVER_CHANNEL_STREAM)
             if self._on_channel is not None:
                 self._on_channel(self.channel)
+
+    def _stream_data(self, event: StreamDataReceived) -> None:
+        if not self._quic.configuration.is_client and event.stream_id == SERVER_CHANNEL_STREAM:
+            self._open_server_channel()  # 0-RTT data may come before the handshake event
         if self._is_channel(event.stream_id):
             assert self.channel is not None
             self.channel._feed(event.data, event.end_stream)
@@ -407,7 +417,7 @@ async def serve(
 ) -> Server:
     """Listen on UDP host:port; each connection's first client stream goes to handler.
 
-    The handler runs as its own task, from the client's first byte on. When it
+    The handler runs as its own task, from the completed handshake on. When it
     returns the connection is closed cleanly; when it raises, the error is logged
     and that connection alone is closed.
     """

@@ -1,0 +1,215 @@
+"""The edge client never loses what it committed, and never leaves the cloud holding
+a generation: cancellation, deadlines, a silent cloud, a lost connection, and the
+cloud's announced limits, over real QUIC on loopback (Markov models)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from markov import MarkovBackend, MarkovDrafter, sampling
+from servers import GREEDY, PROMPT, TOKEN, ServerThread, good_tokens
+
+from picospec.cloud.limits import Limits
+from picospec.codec.scheme import Scheme
+from picospec.edge.client import EdgeClient, EdgeError, GenerationError
+from picospec.edge.session import LimitError
+from picospec.edge.text import TextStream, detokenize
+
+
+class Slow(MarkovBackend):
+    """A target whose every forward takes delay seconds; gate closed: it waits."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        super().__init__(max_context=100_000)
+        self.delay = delay
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def forward(self, session, start, tokens, n_out=None):
+        time.sleep(self.delay)
+        self.gate.wait(30)
+        return super().forward(session, start, tokens, n_out)
+
+
+def client() -> EdgeClient:
+    return EdgeClient(MarkovDrafter(MarkovBackend(seed=5).table))
+
+
+def open_generations(srv: ServerThread) -> int:
+    return srv.call(lambda: srv.service.budget.open)
+
+
+async def settle(srv: ServerThread, want: int = 0) -> int:
+    """Wait (bounded) until the server holds `want` generations; how many it holds."""
+    for _ in range(100):
+        held = open_generations(srv)
+        if held == want:
+            return held
+        await asyncio.sleep(0.05)
+    return open_generations(srv)
+
+
+def test_cancelling_a_generation_cancels_it_on_the_cloud_and_keeps_the_connection():
+    backend = Slow()
+    with ServerThread(backend, limits=Limits(max_new_tokens=2000)) as srv:
+
+        async def scenario() -> tuple[list[int], int, list[int]]:
+            c = client()
+            await c.connect(*srv.address, srv.tls, token=TOKEN)
+            got: list[int] = []
+            task = asyncio.create_task(
+                c.generate(
+                    PROMPT,
+                    sampling=GREEDY,
+                    max_new_tokens=2000,
+                    mode="cloud-only",
+                    on_tokens=got.extend,
+                )
+            )
+            for _ in range(1000):  # bounded: a task that failed at once ends the wait
+                if len(got) >= 5 or task.done():
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            held = await settle(srv)
+            again = await c.generate(PROMPT, sampling=GREEDY, max_new_tokens=16, seed=0)
+            await c.close()
+            return got, held, again.token_ids
+
+        got, held, again = asyncio.run(scenario())
+    assert got == good_tokens(len(got))  # what was committed before the cancel
+    assert held == 0  # the Cancel freed the cloud's generation
+    assert again == good_tokens()
+
+
+def test_a_deadline_stops_the_generation_with_what_it_committed():
+    with ServerThread(Slow(), limits=Limits(max_new_tokens=2000)) as srv:
+
+        async def scenario():
+            c = client()
+            await c.connect(*srv.address, srv.tls, token=TOKEN)
+            deadline = asyncio.get_running_loop().time() + 0.6
+            res = await c.generate(
+                PROMPT, sampling=GREEDY, max_new_tokens=2000, deadline=deadline, seed=0
+            )
+            held = await settle(srv)
+            await c.close()
+            return res, held
+
+        res, held = asyncio.run(scenario())
+    assert res.finished == "deadline" and 0 < res.n_tokens < 2000
+    assert res.token_ids == good_tokens(res.n_tokens)
+    assert held == 0
+
+
+def test_a_silent_cloud_fails_the_generation_after_the_reply_timeout_with_its_tokens():
+    backend = Slow(delay=0.0)
+    with ServerThread(backend) as srv:
+
+        async def scenario():
+            c = client()
+            await c.connect(*srv.address, srv.tls, token=TOKEN)
+            got: list[int] = []
+
+            def on_tokens(tokens: list[int]) -> None:
+                got.extend(tokens)
+                if len(got) >= 3:
+                    backend.gate.clear()  # the model hangs from here on
+
+            with pytest.raises(GenerationError) as failed:
+                await c.generate(PROMPT, sampling=GREEDY, max_new_tokens=64, mode="cloud-only",
+                                 on_tokens=on_tokens, reply_timeout=1.0)  # fmt: skip
+            backend.gate.set()
+            await c.close()
+            return failed.value
+
+        err = asyncio.run(scenario())
+    assert "sent nothing for 1 s" in str(err)
+    assert len(err.result.token_ids) >= 3 and err.result.token_ids == good_tokens(
+        err.result.n_tokens
+    )
+
+
+def test_a_lost_connection_raises_with_the_committed_tokens():
+    with ServerThread(Slow(), limits=Limits(max_new_tokens=2000)) as srv:
+
+        async def scenario():
+            c = client()
+            await c.connect(*srv.address, srv.tls, token=TOKEN)
+            got: list[int] = []
+            task = asyncio.create_task(
+                c.generate(PROMPT, sampling=GREEDY, max_new_tokens=2000, on_tokens=got.extend)
+            )
+            for _ in range(1000):  # bounded: a task that failed at once ends the wait
+                if len(got) >= 5 or task.done():
+                    break
+                await asyncio.sleep(0.01)
+            srv.run(srv.server.close())  # the cloud goes away mid-generation
+            with pytest.raises(GenerationError) as failed:
+                await asyncio.wait_for(task, 30)
+            with pytest.raises(EdgeError, match="lost"):
+                await c.generate(PROMPT, sampling=GREEDY, max_new_tokens=4)
+            await c.close()
+            return failed.value, got
+
+        err, got = asyncio.run(scenario())
+    assert "connection lost after" in str(err)
+    assert err.result.token_ids == got == good_tokens(len(got))
+
+
+def test_the_edge_obeys_the_clouds_announced_limits():
+    limits = Limits(max_depth=2, max_block=3, max_prompt_tokens=8, max_new_tokens=32)
+    with ServerThread(MarkovBackend(), limits=limits) as srv:
+
+        async def scenario():
+            c = client()
+            welcome = await c.connect(*srv.address, srv.tls, token=TOKEN)
+            sent = c.bytes_up
+            with pytest.raises(LimitError, match="max_prompt_tokens"):
+                await c.generate(list(range(6)) * 2, sampling=GREEDY, max_new_tokens=4)
+            with pytest.raises(LimitError, match="limit of 32"):
+                await c.generate(PROMPT, sampling=GREEDY, max_new_tokens=33)
+            assert c.bytes_up == sent  # refused before anything was sent
+            deep = await c.generate(PROMPT, sampling=GREEDY, max_new_tokens=16, depth=12, gamma=8)
+            await c.close()
+            return welcome, deep
+
+        welcome, deep = asyncio.run(scenario())
+    assert (welcome.max_depth, welcome.max_block, welcome.max_prompt_tokens) == (2, 3, 8)
+    assert deep.token_ids == good_tokens() and all(n <= 3 for _, n in deep.blocks)
+
+
+def test_without_a_seed_each_generation_draws_one_and_reports_it():
+    with ServerThread(MarkovBackend()) as srv:
+
+        async def scenario():
+            c = client()
+            await c.connect(*srv.address, srv.tls, token=TOKEN)
+            warm = sampling(Scheme.SPARSE_Q, 1.0)
+            a = await c.generate(PROMPT, sampling=warm, max_new_tokens=24)
+            b = await c.generate(PROMPT, sampling=warm, max_new_tokens=24)
+            again = await c.generate(PROMPT, sampling=warm, max_new_tokens=24, seed=a.seed)
+            await c.close()
+            return a, b, again
+
+        a, b, again = asyncio.run(scenario())
+    assert a.seed != b.seed and a.token_ids != b.token_ids
+    assert again.token_ids == a.token_ids
+
+
+def test_streamed_text_equals_the_final_text_with_characters_split_across_tokens():
+    pieces = {0: b"na", 1: "ï".encode()[:1], 2: "ï".encode()[1:] + b"ve ", 3: "🤖".encode()[:3],
+              4: "🤖".encode()[3:], 5: b""}  # fmt: skip
+    tokens = [0, 1, 2, 3, 4, 0, 5]
+    stream = TextStream(pieces.__getitem__, lambda t: t == 5)
+    chunks = [stream.feed([t]) for t in tokens] + [stream.flush()]
+    whole = detokenize(pieces.__getitem__, lambda t: t == 5, tokens)
+    assert "".join(chunks) == whole == "naïve 🤖na"
+    assert "\ufffd" not in whole and chunks[1] == "" and chunks[3] == ""
+    cut = TextStream(pieces.__getitem__, lambda t: False)
+    assert cut.feed([0, 3]) == "na" and cut.flush() == "\ufffd"  # an unfinished character
