@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import signal
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from .limits import Limits
 
 
 def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's per-packet chatter
     from picospec.runtime.models import prepare
     from picospec.runtime.quic import ServerTLS
 

@@ -16,6 +16,9 @@ from picospec.codec.framing import MAX_FRAME
 from picospec.codec.messages import MAX_BLOCK
 from picospec.codec.sampling import MAX_K
 
+MIN_PREFILL_CHUNK = 16
+"""The smallest prefill chunk the server shrinks to (smaller batches waste the model)."""
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -44,11 +47,19 @@ class Limits:
     """Bytes written to one connection and not yet acknowledged by its peer; over
     this the connection gets no model time (a cloud-only generation pauses) until
     its peer has read half of it."""
+    max_refusals: int = 64
+    """Requests refused on one connection (unknown generations, blocks over a limit)
+    before the connection itself is closed: a peer that keeps asking for what it
+    is told it cannot have is misbehaving, and each refusal costs the server."""
     hello_timeout_s: float = 10.0
     """Seconds a new connection has to send its Hello."""
     prefill_chunk: int = 256
-    """Prompt tokens evaluated per unit of model work, so one long prompt cannot
-    hold the model while other connections' blocks wait."""
+    """Most prompt tokens evaluated per unit of model work, so one long prompt
+    cannot hold the model while other connections' blocks wait."""
+    prefill_unit_s: float = 0.1
+    """How long one prefill unit should take: the server shrinks the chunk (down
+    to MIN_PREFILL_CHUNK tokens) when the model is slower than that, since a
+    verify that arrives during a unit waits for it to end."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

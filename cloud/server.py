@@ -5,8 +5,9 @@ call into a session after its handshake (and so every use of the backend) runs
 on that thread, so the backend is never entered twice at once and the event
 loop stays free for network traffic. A scheduler gives the model thread to the
 connection that has used it least (start-time fair queueing by measured
-seconds), one unit of work at a time; a long prompt is many units (chunks), so
-it cannot hold back everyone else's verifies.
+seconds), one unit of work at a time; a long prompt is many units (chunks sized
+to take about ``prefill_unit_s`` each on this model), so it cannot hold back
+everyone else's verifies for longer than one chunk.
 
 A connection is served only once it earns it: until its Welcome it may send
 nothing but one Hello, in a frame no larger than a Hello can be, within
@@ -39,7 +40,7 @@ from picospec.codec.messages import Error, ErrorCode, Message
 from picospec.runtime.quic import Channel, Server, ServerTLS, TransportError, serve
 
 from .backend import Backend
-from .limits import GenerationBudget, Limits
+from .limits import MIN_PREFILL_CHUNK, GenerationBudget, Limits
 from .session import CloudSession
 
 log = logging.getLogger("picospec.cloud")
@@ -105,6 +106,10 @@ class VerifierService:
         self._wake: asyncio.Event | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._per_token = 0.0  # measured seconds per prefill token (EWMA)
+        self.prefill_chunk = min(self.limits.prefill_chunk, MIN_PREFILL_CHUNK)
+        """Prompt tokens per prefill unit now, fitted to prefill_unit_s (from a small
+        first chunk, so the first measurement costs little)."""
         backend.fingerprint()  # computed once here, never on the event loop later
 
     @property
@@ -142,6 +147,7 @@ class VerifierService:
             backend_ids=self._backend_ids,
             refusals=self.stats.refusals,
         )
+        session.prefill_chunk = self.prefill_chunk
         conn = _Conn(ch, session, FrameParser.hello_only())
         try:
             if await self._handshake(conn):
@@ -254,6 +260,8 @@ class VerifierService:
             self._pool, self._process, conn, batch
         )
         cost = time.perf_counter() - t0
+        if conn.session.last_prefill:
+            self._fit_prefill_chunk(conn.session.last_prefill, cost)
         conn.vtime += cost
         self._clock = max(self._clock, conn.vtime - cost)
         self.stats.busy_seconds += cost
@@ -263,12 +271,29 @@ class VerifierService:
         self._send(conn, out)
         if conn.session.closed:
             conn.closing = True
-            self._background(conn.ch.close("protocol error"))
+            why = conn.session.close_reason
+            if why:
+                self._refuse(conn.ch, ErrorCode.LIMIT, why)
+                log.warning("connection %s closed: %s", conn.ch.peer, why)
+            self._background(conn.ch.close(why or "protocol error"))
         elif conn.ch.pending > self.limits.max_send_buffer:
             conn.paused = True
             self.stats.paused += 1
             log.info("connection %s paused: its peer does not read", conn.ch.peer)
             self._background(self._resume_when_read(conn))
+
+    def _fit_prefill_chunk(self, tokens: int, seconds: float) -> None:
+        """Size prefill chunks so a unit takes about prefill_unit_s on this model."""
+        per_token = seconds / tokens
+        self._per_token = (
+            per_token if not self._per_token else 0.8 * self._per_token + 0.2 * per_token
+        )
+        lim = self.limits
+        self.prefill_chunk = max(
+            MIN_PREFILL_CHUNK, min(lim.prefill_chunk, int(lim.prefill_unit_s / self._per_token))
+        )
+        for conn in self._conns:
+            conn.session.prefill_chunk = self.prefill_chunk
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

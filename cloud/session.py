@@ -41,6 +41,7 @@ from picospec.codec.messages import (
     ErrorCode,
     Hello,
     Message,
+    Progress,
     Start,
     Verdict,
     Welcome,
@@ -115,9 +116,17 @@ class CloudSession:
         self.verify_fn = verify_fn
         self.hello: Hello | None = None
         self.closed = False
+        self.refused = 0
+        """Errors this connection has been sent (the connection closes past max_refusals)."""
+        self.close_reason = ""
+        """Why the session closed the connection itself, when a limit did."""
         self.failures: list[tuple[int, BaseException]] = []
         """(generation, exception) of every unexpected failure in model work, for the
         server to log with its traceback; the driver clears it."""
+        self.prefill_chunk = self.limits.prefill_chunk
+        """Prompt tokens per prefill unit now (the server may shrink it to keep units short)."""
+        self.last_prefill = 0
+        """Prompt tokens the last ``step`` evaluated (0: it was not a prefill chunk)."""
         self.context_size = backend.max_context
         self.prompt_limit = self.limits.prompt_limit(self.context_size)
         self._gens: dict[int, _Generation] = {}
@@ -255,6 +264,7 @@ class CloudSession:
 
     def step(self) -> list[Message]:
         """Run one unit of model work; returns the messages it produced."""
+        self.last_prefill = 0
         while self._ready:
             sid = self._ready.popleft()
             gen = self._gens.get(sid)
@@ -266,7 +276,7 @@ class CloudSession:
                 except PicospecError as e:  # the backend is full: the edge may retry later
                     self._gens.pop(sid)
                     self.budget.release()
-                    self.refusals[ErrorCode.BUSY] += 1
+                    self._count(ErrorCode.BUSY)
                     return [
                         Error(session=sid, epoch=0, start=0, code=ErrorCode.BUSY, message=str(e))
                     ]
@@ -292,9 +302,11 @@ class CloudSession:
         seq = gen.seq
         assert seq is not None
         if not gen.prefilled:
-            if not seq.prefill_step(self.limits.prefill_chunk):
+            self.last_prefill = min(seq.pending, self.prefill_chunk)
+            if not seq.prefill_step(self.prefill_chunk):
                 self._ready.append(sid)  # more of the prompt; others get the model meanwhile
-                return []
+                done = len(seq.tokens) - seq.pending
+                return [Progress(session=sid, epoch=gen.epoch, start=done)]
             gen.prefilled = True
             first = seq.decode_one()
             if gen.cloud_only or gen.blocks:
@@ -392,10 +404,19 @@ class CloudSession:
         self.closed = True
 
     def _error(self, msg: Message, code: ErrorCode, text: str) -> Error:
-        self.refusals[code] += 1
+        self._count(code)
         return Error(
             session=msg.session, epoch=msg.epoch, start=msg.start, code=code, message=text[:1000]
         )
+
+    def _count(self, code: ErrorCode) -> None:
+        """Count a refusal; past max_refusals on this connection, it is closed."""
+        self.refusals[code] += 1
+        self.refused += 1
+        if self.refused > self.limits.max_refusals and not self.closed:
+            limit = self.limits.max_refusals
+            self.close_reason = f"{self.refused} requests refused, over max_refusals ({limit})"
+            self.close()
 
     def _end_with(
         self,
@@ -410,7 +431,7 @@ class CloudSession:
         sid = msg.session if msg is not None else sid
         assert sid is not None
         self._end(sid)
-        self.refusals[code] += 1
+        self._count(code)
         return [Error(session=sid, epoch=gen.epoch, start=0, code=code, message=text[:1000])]
 
     def _fail(self, msg: Message, code: ErrorCode, text: str) -> list[Message]:

@@ -740,8 +740,18 @@ class Bye(Message):
     reason: str = field(default="", metadata=_wire(_Text(256)))
 
 
+@dataclass(frozen=True, kw_only=True)
+class Progress(Message):
+    """Cloud -> edge: still working on generation ``session``: its context is
+    evaluated up to position ``start``. Sent after each prompt chunk but the
+    last, so an edge waiting for the first token of a long prompt hears from the
+    cloud and its deadline measures silence, not prompt length."""
+
+    TYPE: ClassVar[int] = 9
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
-    m.TYPE: m for m in (Hello, Welcome, Start, DraftBlock, Verdict, Cancel, Error, Bye)
+    m.TYPE: m for m in (Hello, Welcome, Start, DraftBlock, Verdict, Cancel, Error, Bye, Progress)
 }
 """Every message class by its type code."""
 

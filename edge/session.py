@@ -32,6 +32,7 @@ from picospec.codec.messages import (
     DraftBlock,
     Error,
     Message,
+    Progress,
     Start,
     Verdict,
     Welcome,
@@ -290,6 +291,8 @@ class EdgeSession:
         if isinstance(msg, Bye):
             self.closed_by_cloud = True
             return self._fail(f"the cloud ended the generation: {msg.reason or 'no reason'}")
+        if isinstance(msg, Progress):
+            return []  # the cloud is evaluating a long prompt (the driver's wait restarts)
         if not isinstance(msg, Verdict):
             return self._fail(f"unexpected {type(msg).__name__} from the cloud")
         if msg.epoch < self.epoch:

@@ -23,6 +23,7 @@ from picospec.codec.messages import (
     ErrorCode,
     Hello,
     Message,
+    Progress,
     Start,
     Verdict,
     Welcome,
@@ -111,6 +112,7 @@ def examples() -> list[Message]:
         Cancel(**HEAD, reason="deadline"),
         Error(**HEAD, code=ErrorCode.VOCAB_MISMATCH, message="vocabulary size 1000 vs 1001"),
         Bye(**HEAD, reason="done"),
+        Progress(**HEAD),
     ]
 
 
@@ -248,6 +250,7 @@ def messages(draw: st.DrawFn) -> tuple[Message, int]:
             message=texts,
         ),
         st.builds(Bye, **{k: st.just(v) for k, v in head.items()}, reason=texts),
+        st.just(Progress(**head)),
     ]
     return draw(st.one_of(options)), vocab
 
@@ -271,7 +274,7 @@ def test_example_round_trips(msg: Message) -> None:
 
 
 def test_type_codes_are_distinct_single_bytes() -> None:
-    assert sorted(MESSAGE_TYPES) == list(range(1, 9))
+    assert sorted(MESSAGE_TYPES) == list(range(1, 10))
 
 
 def test_hello_payload_layout() -> None:

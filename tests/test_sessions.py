@@ -511,3 +511,13 @@ def test_refusals_are_counted_in_a_shared_counter():
         cloud = CloudSession(MarkovBackend(), token=b"tok", refusals=shared)
         cloud.receive(hello(token=b"no"))
     assert shared[ErrorCode.AUTH] == 3
+
+
+def test_a_connection_that_keeps_asking_for_what_it_cannot_have_is_closed():
+    cloud = cloud_for(MarkovBackend(), max_refusals=5)
+    stray = DraftBlock(session=9, epoch=0, start=3, scheme=Scheme.GREEDY, bonus=False, tokens=(1,))
+    for _ in range(5):
+        (err,) = cloud.receive(stray)
+        assert err.code is ErrorCode.UNKNOWN_SESSION and not cloud.closed
+    cloud.receive(stray)
+    assert cloud.closed and "6 requests refused, over max_refusals (5)" in cloud.close_reason

@@ -131,6 +131,21 @@ def _cmd_bench_gpu(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_abuse(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from picospec.lab.bench import abuse
+
+    result = abuse.run(abuse.QUICK if args.quick else abuse.Plan(), args.pair)
+    print(json.dumps(result) if args.json else abuse.render(result))
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    if result["violations"]:
+        print(f"picospec: tokens changed under {', '.join(result['violations'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_sim(args: argparse.Namespace) -> int:
     from picospec.lab.sim_cli import run
 
@@ -257,6 +272,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     be.add_argument("--max-tokens", type=int, help="tokens per generation")
     be.add_argument("--exactness", type=int, help="generations per exactness row (0: skip)")
     be.set_defaults(func=_cmd_bench_e2e)
+
+    ba = bench.add_parser(
+        "abuse", help="a well-behaved edge's latency while misbehaving clients hit the server"
+    )
+    ba.add_argument("--pair", default="smollm2")
+    ba.add_argument("--quick", action="store_true", help="fewer repeats and connections")
+    ba.add_argument("--json", action="store_true")
+    ba.add_argument("--out", help="also write the JSON result to this file")
+    ba.set_defaults(func=_cmd_bench_abuse)
 
     bp = bench.add_parser("report", help="rewrite RESULTS.md and the plots from an e2e.json")
     bp.add_argument("results", help="an e2e.json written by `picospec bench e2e`")
