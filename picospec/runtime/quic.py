@@ -3,7 +3,8 @@
 Both sides see a ``Channel``: the first bidirectional stream the client opens on
 a connection (stream 0); data on any other stream is ignored. The server's
 handler starts when the handshake completes, before the client writes. The
-application frames its own messages on it; this module never parses them. TLS 1.3 always (QUIC requires it); the ALPN is ``picospec/1``.
+application frames its own messages on it; this module never parses them.
+TLS 1.3 always (QUIC requires it); the ALPN is ``picospec/1``.
 
 How the client verifies the server (see picospec/runtime/tls.py) is never optional:
 
