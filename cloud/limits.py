@@ -57,9 +57,10 @@ class Limits:
     """Most prompt tokens evaluated per unit of model work, so one long prompt
     cannot hold the model while other connections' blocks wait."""
     prefill_unit_s: float = 0.1
-    """How long one prefill unit should take: the server shrinks the chunk (down
-    to MIN_PREFILL_CHUNK tokens) when the model is slower than that, since a
-    verify that arrives during a unit waits for it to end."""
+    """How long one prefill unit should take while other connections have
+    generations open: the server shrinks the chunk (down to MIN_PREFILL_CHUNK
+    tokens) when the model is slower than that, since a verify that arrives
+    during a unit waits for it to end."""
 
     def __post_init__(self) -> None:
         for f in fields(self):

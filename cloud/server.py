@@ -5,9 +5,11 @@ call into a session after its handshake (and so every use of the backend) runs
 on that thread, so the backend is never entered twice at once and the event
 loop stays free for network traffic. A scheduler gives the model thread to the
 connection that has used it least (start-time fair queueing by measured
-seconds), one unit of work at a time; a long prompt is many units (chunks sized
-to take about ``prefill_unit_s`` each on this model), so it cannot hold back
-everyone else's verifies for longer than one chunk.
+seconds), one unit of work at a time; a long prompt is many units, so it cannot
+hold back everyone else's verifies for longer than one chunk. Chunks are sized
+from the measured prefill cost to take about ``prefill_unit_s`` each while
+another connection has generations open, and are ``prefill_chunk`` long when
+the connection is alone (nobody waits on it then).
 
 A connection is served only once it earns it: until its Welcome it may send
 nothing but one Hello, in a frame no larger than a Hello can be, within
@@ -147,7 +149,6 @@ class VerifierService:
             backend_ids=self._backend_ids,
             refusals=self.stats.refusals,
         )
-        session.prefill_chunk = self.prefill_chunk
         conn = _Conn(ch, session, FrameParser.hello_only())
         try:
             if await self._handshake(conn):
@@ -255,6 +256,9 @@ class VerifierService:
     async def _serve_one(self, conn: _Conn) -> None:
         """One unit of conn's work on the model thread, then its output."""
         batch, conn.inbox, conn.queued = conn.inbox, [], 0
+        # short prefill units only help when another connection has work to interleave
+        alone = self.budget.open == conn.session.generations
+        conn.session.prefill_chunk = self.limits.prefill_chunk if alone else self.prefill_chunk
         t0 = time.perf_counter()
         out = await asyncio.get_running_loop().run_in_executor(
             self._pool, self._process, conn, batch
@@ -292,8 +296,6 @@ class VerifierService:
         self.prefill_chunk = max(
             MIN_PREFILL_CHUNK, min(lim.prefill_chunk, int(lim.prefill_unit_s / self._per_token))
         )
-        for conn in self._conns:
-            conn.session.prefill_chunk = self.prefill_chunk
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
