@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +27,12 @@ from typing import Any, TypeVar
 from picospec.codec.draft import DraftToken
 from picospec.codec.errors import PicospecError
 from picospec.codec.framing import FrameParser, encode_frame
-from picospec.codec.messages import Error, Hello, Message, Welcome
+from picospec.codec.messages import Error, ErrorCode, Hello, Message, Welcome
 from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.codec.scheme import Mode
 from picospec.runtime.quic import Channel, ClientTLS, TransportError, connect
 
+from .local import LocalRun, generate_local
 from .model import DraftModel
 from .session import Committed, EdgeSession, Event, Failed, Finished, Resume, fit
 from .text import detokenize
@@ -88,11 +90,16 @@ class GenerationResult:
 
 
 class GenerationError(EdgeError):
-    """A generation that could not finish; ``result`` holds what it committed."""
+    """A generation that could not finish; ``result`` holds what it committed, and
+    ``code`` the cloud's error code when the cloud refused or failed it (None when
+    the connection or the wait failed)."""
 
-    def __init__(self, message: str, result: GenerationResult) -> None:
+    def __init__(
+        self, message: str, result: GenerationResult, code: ErrorCode | None = None
+    ) -> None:
         super().__init__(message)
         self.result = result
+        self.code = code
 
 
 @dataclass
@@ -110,14 +117,32 @@ class _Run:
     prefill: asyncio.Future[float] | None = None
 
 
+OnTokens = Callable[[list[int]], bool | None]
+"""Called with each run of committed tokens; returning True stops the generation
+there (a stop string matched): it finishes as "stopped" and the cloud's is cancelled."""
+
+
 class EdgeClient:
-    def __init__(self, drafter: DraftModel) -> None:
+    def __init__(
+        self,
+        drafter: DraftModel,
+        *,
+        executor: ThreadPoolExecutor | None = None,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
+        """executor: the one thread every drafter call runs on; share it between the
+        clients of one drafter (reconnects), or let the client make its own.
+        on_lost: called once, with the reason, when the connection ends."""
         self.drafter = drafter
         self._ch: Channel | None = None
         self._parser = FrameParser(vocab=drafter.vocab_size)
         self._inbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="picospec-drafter")
+        self._own_pool = executor is None
+        self._pool = executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="picospec-drafter"
+        )
+        self._on_lost = on_lost
         self._next_session = 1
         self.bytes_up = self.bytes_down = 0
         self.welcome: Welcome | None = None
@@ -133,9 +158,10 @@ class EdgeClient:
         name: str = "picospec-edge",
         timeout: float = 30.0,
     ) -> Welcome:
-        """Open the connection and do the handshake (vocabulary, token); the Welcome
-        says the cloud's limits, which every later generation respects."""
-        self._ch = await connect(host, port, tls)
+        """Open the connection and do the handshake (vocabulary, token) within timeout
+        seconds; the Welcome says the cloud's limits, which every later generation
+        respects."""
+        self._ch = await connect(host, port, tls, handshake_timeout=timeout)
         self._reader = asyncio.create_task(self._read())
         self._send(
             Hello(
@@ -178,7 +204,10 @@ class EdgeClient:
         except PicospecError as e:
             self.lost = str(e)
         finally:
+            self.lost = self.lost or "the connection ended"
             self._inbox.put_nowait(None)  # wakes a waiting generation
+            if self._on_lost is not None:
+                self._on_lost(self.lost)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a drafter call on the drafter's thread (in order with every other)."""
@@ -196,11 +225,12 @@ class EdgeClient:
         gamma: int = 4,
         depth: int = 3,
         early_send: bool = False,
-        on_tokens: Callable[[list[int]], None] | None = None,
+        on_tokens: OnTokens | None = None,
         reply_timeout: float = REPLY_TIMEOUT_S,
         deadline: float | None = None,
     ) -> GenerationResult:
-        """Generate after prompt; committed tokens go to on_tokens as they are final.
+        """Generate after prompt; committed tokens go to on_tokens as they are final
+        (on_tokens returning True stops the generation there).
 
         sampling: parameters, scheme and K (default: greedy). seed: None draws a
         fresh one (reported in the result). gamma and depth are clamped to the
@@ -220,7 +250,10 @@ class EdgeClient:
                 f"drafter's context of {d.n_ctx} tokens"
             )
         if mode is Mode.EDGE_ONLY:
-            return await self._edge_only(prompt, seed, sampling, max_new_tokens, on_tokens)
+            local = await generate_local(
+                d, self._call, prompt, seed, sampling, max_new_tokens, on_tokens, deadline=deadline
+            )
+            return self._local_result(local)
         if self._ch is None or self.welcome is None:
             raise EdgeError("not connected: call connect() first")
         if self.lost:
@@ -265,8 +298,9 @@ class EdgeClient:
         if run.failed:
             self._end(sess, run.failed)
             result = self._result(sess, run)
-            raise GenerationError(run.failed, result)
-        self._end(sess, "deadline" if run.finished == "deadline" else "")
+            raise GenerationError(run.failed, result, sess.error_code)
+        early = run.finished in ("deadline", "stopped")
+        self._end(sess, run.finished if early else "")
         return self._result(sess, run)
 
     def _drop_stale(self) -> None:
@@ -279,7 +313,7 @@ class EdgeClient:
         self,
         sess: EdgeSession,
         run: _Run,
-        on_tokens: Callable[[list[int]], None] | None,
+        on_tokens: OnTokens | None,
         reply_timeout: float,
         deadline: float | None,
     ) -> None:
@@ -302,6 +336,8 @@ class EdgeClient:
                     events = sess.receive(msg, time.perf_counter())
                 if await self._apply(sess, run, events, on_tokens):
                     partial = []
+                if run.finished == "stopped":
+                    return
             if sess.done:
                 break
             if deadline is not None and loop.time() >= deadline:
@@ -333,7 +369,7 @@ class EdgeClient:
         sess: EdgeSession,
         run: _Run,
         events: list[Event],
-        on_tokens: Callable[[list[int]], None] | None,
+        on_tokens: OnTokens | None,
     ) -> bool:
         """Carry out the session's events; True when the drafter was rolled back."""
         d, resumed = self.drafter, False
@@ -345,8 +381,9 @@ class EdgeClient:
                         run.prefill_s = await run.prefill
                         ctx = list(sess.prompt) + list(ev.tokens)
                         await self._call(d.begin, ctx, sess.seed, sess.sampling)
-                if on_tokens:
-                    on_tokens(list(ev.tokens))
+                if on_tokens and on_tokens(list(ev.tokens)):
+                    run.finished = "stopped"
+                    return resumed
             elif isinstance(ev, Resume):
                 await self._call(_resume, d, ev.position, ev.token)
                 resumed = True
@@ -401,44 +438,52 @@ class EdgeClient:
         """The text of tokens (end-of-generation tokens left out)."""
         return detokenize(self.drafter.piece, self.drafter.is_end, tokens)
 
-    async def _edge_only(
-        self,
-        prompt: list[int],
-        seed: int,
-        sampling: Sampling,
-        max_new: int,
-        on_tokens: Callable[[list[int]], None] | None,
-    ) -> GenerationResult:
-        d = self.drafter
-        sess = EdgeSession(
-            0,
-            tuple(prompt),
-            seed=seed,
-            max_new=max_new,
-            sampling=sampling,
-            is_end=d.is_end,
-            mode=Mode.EDGE_ONLY,
+    def _local_result(self, local: LocalRun) -> GenerationResult:
+        secs = local.seconds
+        n = len(local.tokens)
+        return GenerationResult(
+            text=self.text(local.tokens),
+            token_ids=list(local.tokens),
+            n_tokens=n,
+            mode=Mode.EDGE_ONLY.value,
+            scheme=local.scheme,
+            seed=local.seed,
+            exact=True,
+            tok_per_s=n / secs if secs else 0.0,
+            ttft_ms=1e3 * local.ttft,
+            tpot_ms=1e3 * (secs - local.ttft) / (n - 1) if n > 1 else 0.0,
+            mean_accept_len=0.0,
+            accept_rate=0.0,
+            rounds=0,
+            rollbacks=0,
+            bytes_up=0,
+            bytes_down=0,
+            target_forwards=0,
+            blocks=[],
+            finished=local.finished,
+            seconds=secs,
+            drafted=n,
+            draft_ms=1e3 * statistics.fmean(local.steps) if local.steps else 0.0,
+            drafter_prefill_ms=1e3 * local.prefill_s,
         )
-        run = _Run(time.perf_counter(), self.bytes_up, self.bytes_down)
 
-        def begin() -> None:
-            d.begin(list(prompt), seed, sampling)
-
-        run.prefill_s = await self._call(_timed, begin)
-        while not sess.done:
-            t_step = time.perf_counter()
-            token = await self._call(d.sample_own)
-            run.steps.append(time.perf_counter() - t_step)
-            run.ttft = run.ttft or time.perf_counter() - run.t0
-            await self._apply(sess, run, sess.commit([token]), on_tokens)
-        return self._result(sess, run)
+    @property
+    def connected(self) -> bool:
+        """The handshake succeeded and the connection has not ended."""
+        return self.welcome is not None and not self.lost and self._ch is not None
 
     async def close(self) -> None:
         if self._ch is not None and not self._ch.closed:
             await self._ch.close("bye")
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
-        self._pool.shutdown(wait=False)
+        if self._own_pool:
+            self._pool.shutdown(wait=False)
+
+    def abort(self, reason: str) -> None:
+        """Drop the connection now (a link judged dead); nothing is awaited."""
+        if self._ch is not None and not self._ch.closed:
+            self._ch.abort(reason)
 
 
 class _DeadlineReached(Exception):

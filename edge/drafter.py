@@ -25,6 +25,7 @@ kernel; no dense row is ever copied into Python.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,19 @@ class Drafter:
 
     def piece(self, token: int) -> bytes:
         return self.ctx.weights.piece(token)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of text (special tokens parsed)."""
+        return self.ctx.weights.tokenize(text)
+
+    def chat(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Token ids of a chat in the model's own template, up to the reply."""
+        return self.tokenize(self.ctx.weights.chat(messages))
+
+    @property
+    def name(self) -> str:
+        """The drafter's model file."""
+        return self.ctx.weights.path.name
 
     def prefill(self, prompt: list[int]) -> None:
         """Evaluate a prompt ahead of ``begin(prompt + [first token])``, on the same

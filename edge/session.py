@@ -31,6 +31,7 @@ from picospec.codec.messages import (
     Cancel,
     DraftBlock,
     Error,
+    ErrorCode,
     Message,
     Progress,
     Start,
@@ -164,6 +165,8 @@ class EdgeSession:
     """The cloud ended the generation (Bye or Error): it needs no Bye or Cancel."""
     exact: bool = True
     """False once a split correction was sampled from a truncated p."""
+    error_code: ErrorCode | None = None
+    """The code of the Error the cloud ended the generation with, if it did."""
     _inflight: deque[_Block] = field(default_factory=deque)
     _correction: int | None = None  # split: decided on the edge, travels with the next block
 
@@ -287,6 +290,7 @@ class EdgeSession:
             return []
         if isinstance(msg, Error):
             self.closed_by_cloud = True
+            self.error_code = msg.code
             return self._fail(f"the cloud refused: {msg.message} ({msg.code.name})")
         if isinstance(msg, Bye):
             self.closed_by_cloud = True

@@ -295,7 +295,7 @@ def test_a_peer_that_stops_reading_pauses_its_cloud_only_generation():
                 tokens, _ = await well_behaved(srv)
                 await asyncio.sleep(0.5)
                 later = srv.call(lambda: max(len(v) for v in backend.kv.values()))
-                ch._abort("test over")
+                ch.abort("test over")
                 return held, later, tokens
 
         held, later, tokens = asyncio.run(scenario())
@@ -319,7 +319,7 @@ def test_two_hundred_idle_connections_and_the_connection_limit():
             reasons = [ch.close_reason for ch, _ in silent]
             tokens, _ = await well_behaved(srv)  # 100 idle connections are still open
             for ch, _ in authed:
-                ch._abort("test over")
+                ch.abort("test over")
             return reasons, tokens
 
         reasons, tokens = asyncio.run(scenario())

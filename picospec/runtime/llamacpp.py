@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,15 +125,33 @@ class LlamaWeights:
 
     def chat_prompt(self, user: str) -> str:
         """The model's own chat template applied to one user message."""
+        return self.chat([{"role": "user", "content": user}])
+
+    def chat(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """The model's own chat template over messages ({"role", "content"} each),
+        ending where the assistant's reply starts."""
         lib = self._lib
         tmpl = lib.llama_model_chat_template(self._model, None)
         if not tmpl:  # no template in the GGUF: use llama.cpp's built-in one for the family
             tmpl = b"gemma" if self.architecture().startswith("gemma") else b"chatml"
-        msg = lib.llama_chat_message(role=b"user", content=user.encode())
-        msgs = (lib.llama_chat_message * 1)(msg)
-        buf = ctypes.create_string_buffer(len(user) * 2 + 4096)
-        n = lib.llama_chat_apply_template(tmpl, msgs, 1, True, buf, len(buf))
-        if n < 0 or n > len(buf):
+        if not messages:
+            raise ConfigError("a chat needs at least one message")
+        encoded = []
+        for i, m in enumerate(messages):
+            role, content = m.get("role"), m.get("content")
+            if not isinstance(role, str) or not isinstance(content, str):
+                raise ConfigError(f"messages[{i}] needs a string role and a string content")
+            encoded.append((role.encode(), content.encode()))
+        msgs = (lib.llama_chat_message * len(encoded))(
+            *(lib.llama_chat_message(role=r, content=c) for r, c in encoded)
+        )
+        size = sum(len(c) + len(r) for r, c in encoded) * 2 + 4096
+        buf = ctypes.create_string_buffer(size)
+        n = lib.llama_chat_apply_template(tmpl, msgs, len(encoded), True, buf, len(buf))
+        if n > len(buf):
+            buf = ctypes.create_string_buffer(n + 1)
+            n = lib.llama_chat_apply_template(tmpl, msgs, len(encoded), True, buf, len(buf))
+        if n < 0:
             raise ModelError(f"{self.path.name} has no usable chat template")
         return buf.raw[:n].decode(errors="replace")
 

@@ -144,7 +144,7 @@ class Channel:
         self._end(reason or "closed locally")
         await self._protocol.close_cleanly(self._stream_id, reason)
 
-    def _abort(self, reason: str) -> None:
+    def abort(self, reason: str) -> None:
         """Close the connection now, without waiting for written bytes to arrive."""
         self._end(reason)
         self._protocol.close(error_code=QuicErrorCode.NO_ERROR, reason_phrase=reason)
@@ -438,7 +438,7 @@ async def serve(
         try:
             await handler(ch)
         except asyncio.CancelledError:
-            ch._abort("server shutting down")
+            ch.abort("server shutting down")
             raise
         except Exception:  # one connection's failure must never stop the server
             log.exception("connection %s: the handler failed", ch.peer)

@@ -185,7 +185,7 @@ async def _junk(srv: _Target, plan: Plan, stop: asyncio.Event, drafter: Drafter)
                 try:
                     await asyncio.wait_for(reader, 10)
                 except TimeoutError:
-                    ch._abort("bench: no close")
+                    ch.abort("bench: no close")
             except (TransportError, PicospecError):
                 await asyncio.sleep(0.05)
 
@@ -203,7 +203,7 @@ async def _non_reader(srv: _Target, plan: Plan, stop: asyncio.Event, drafter: Dr
         await asyncio.sleep(0.3)
         link.cut(up=False, down=True)
         await stop.wait()
-        ch._abort("bench over")
+        ch.abort("bench over")
 
 
 async def _idle(srv: _Target, plan: Plan, stop: asyncio.Event, drafter: Drafter) -> None:
@@ -218,7 +218,7 @@ async def _idle(srv: _Target, plan: Plan, stop: asyncio.Event, drafter: Drafter)
     print("attacking", flush=True)  # measured once every connection is open and idle
     await stop.wait()
     for ch in chans:
-        ch._abort("bench over")
+        ch.abort("bench over")
 
 
 async def _long_prompts(srv: _Target, plan: Plan, stop: asyncio.Event, drafter: Drafter) -> None:
