@@ -78,9 +78,7 @@ def test_the_link_going_dark_mid_generation_continues_locally_then_verified(clou
     assert reply.tokens[:first_local] == want[:first_local]  # verified prefix: cloud-only's
     assert first_local >= 8 and reply.local_tokens > 0
     resumed = any(flags[first_local:])  # verified again once the link is back
-    assert resumed or reply.finish_reason == "stop", (
-        "the generation ended before the link came back"
-    )
+    assert resumed, "the generation ended before it was verified again"
     assert reply.verified_tokens + reply.local_tokens == len(reply.tokens)
     assert after.local_tokens == 0 and after.tokens == want[:16]
 
