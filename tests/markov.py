@@ -107,6 +107,15 @@ class MarkovDrafter:
     def piece(self, token: int) -> bytes:
         return bytes([97 + token % 26]) * (1 + token // 26)
 
+    name = "markov"
+
+    def tokenize(self, text: str) -> list[int]:
+        """Each letter a.. is its token (others map into the vocabulary)."""
+        return [(ord(c) - 97) % self.vocab_size for c in text]
+
+    def chat(self, messages) -> list[int]:
+        return self.tokenize("".join(m["content"] for m in messages))
+
     def prefill(self, prompt: list[int]) -> None:
         self.prefilled.append(list(prompt))
 
