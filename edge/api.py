@@ -96,6 +96,7 @@ class Reply:
     local_tokens: int
     mode: str
     seed: int
+    prompt_tokens: int = 0
     stats: dict[str, float] = field(default_factory=dict)
     """tok_per_s, ttft_ms, seconds, acceptance (accepted / drafted), rounds,
     bytes_up, bytes_down, fallback_s (time spent generating locally)."""
@@ -174,6 +175,7 @@ class AsyncEdge:
         self._waiting = 0
         self._started = False
         self._start_lock: asyncio.Lock | None = None
+        self._watchers: list[Callable[[bool, str], None]] = []
 
     @classmethod
     def from_config(cls, path: str | Path, **overrides: Any) -> AsyncEdge:
@@ -220,6 +222,27 @@ class AsyncEdge:
 
     def _cloud_changed(self, online: bool, why: str) -> None:
         self.metrics.cloud_up.set(1 if online else 0)
+        for watcher in self._watchers:
+            watcher(online, why)
+
+    def watch_cloud(self, callback: Callable[[bool, str], None]) -> None:
+        """Call ``callback(online, why)`` on the event loop whenever the cloud
+        connection comes up or goes down (the service's STATUS= lines)."""
+        self._watchers.append(callback)
+
+    @property
+    def busy(self) -> bool:
+        """A generation runs or waits for the drafter."""
+        return bool(self._waiting) or (self._lock is not None and self._lock.locked())
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait up to timeout_s for the generations in progress and in the queue to
+        finish; True if they did."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while self.busy and loop.time() < end:
+            await asyncio.sleep(0.05)
+        return not self.busy
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -396,6 +419,7 @@ class AsyncEdge:
                 local_tokens=counts[False],
                 mode=req.mode.value,
                 seed=req.seed,
+                prompt_tokens=len(req.prompt),
                 stats={
                     "tok_per_s": n / secs if secs else 0.0,
                     "ttft_ms": 1e3 * first[0],

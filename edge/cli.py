@@ -100,10 +100,54 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from . import config as config_file
+    from .serve import run
+
+    # under systemd the journal stamps each line itself
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(
+        level=args.log_level.upper(), format=stamp + "%(levelname)s %(name)s: %(message)s"
+    )
+    cfg = config_file.load(args.config) if args.config else config_file.EdgeConfig()
+    names = ("cloud", "ca", "pin", "server_name", "pair", "drafter", "threads", "n_ctx", "mode",
+             "fallback", "queue_size", "name", "listen", "unix_socket", "api_key_file")  # fmt: skip
+    cfg = cfg.with_overrides(**{n: getattr(args, n) for n in names})
+    token = args.token.encode() if args.token else None
+    if cfg.cloud and token is None:
+        cfg.token()  # refuse a missing token before the drafter is loaded
+    asyncio.run(run(cfg, token=token))
+    return 0
+
+
+def _connection_flags(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The flags edge generate and edge serve share (serve: None means "from the file")."""
+    p.add_argument("--cloud", help="verifier HOST:PORT")
+    p.add_argument("--ca", help="CA certificate that signed the cloud's certificate")
+    p.add_argument("--pin", help="SHA-256 fingerprint of the cloud's certificate")
+    p.add_argument("--server-name", default="localhost" if defaults else None,
+                   help="name in the certificate")  # fmt: skip
+    p.add_argument("--token", help="shared edge token (default: $PICOSPEC_TOKEN)")
+    p.add_argument("--pair", default="smollm2" if defaults else None,
+                   help="model pair whose drafter to use")  # fmt: skip
+    p.add_argument("--drafter", help="drafter GGUF (default: the --pair drafter)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help=f"drafter threads (default: half the cores, here {default_threads()}, so that a "
+        "verifier on the same machine gets the other half)",
+    )
+    p.add_argument("--n-ctx", type=int, default=2048 if defaults else None,
+                   help="drafter context tokens")  # fmt: skip
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     edge = sub.add_parser("edge", help="the device side").add_subparsers(dest="edge", required=True)
     g = edge.add_parser("generate", help="generate text with a cloud verifier")
-    g.add_argument("--cloud", help="verifier HOST:PORT")
     g.add_argument("--prompt", required=True)
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     g.add_argument("--max-tokens", type=int, default=64)
@@ -132,21 +176,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--early-send", action="store_true", help="latency-aware early send")
     g.add_argument("--repeat", type=int, default=1, help="generations, seeds S..S+R-1")
     g.add_argument("--json", action="store_true", help="one JSON object per generation")
-    g.add_argument("--pair", default="smollm2", help="model pair whose drafter to use")
-    g.add_argument("--drafter", help="drafter GGUF (default: the --pair drafter)")
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help=f"drafter threads (default: half the cores, here {default_threads()}, so that a "
-        "verifier on the same machine gets the other half)",
-    )
-    g.add_argument("--n-ctx", type=int, default=2048, help="drafter context tokens")
     g.add_argument(
         "--reply-timeout", type=float, default=30.0, help="longest wait for the cloud, seconds"
     )
-    g.add_argument("--ca", help="CA certificate that signed the cloud's certificate")
-    g.add_argument("--pin", help="SHA-256 fingerprint of the cloud's certificate")
-    g.add_argument("--server-name", default="localhost", help="name in the certificate")
-    g.add_argument("--token", help="shared edge token (default: $PICOSPEC_TOKEN)")
+    _connection_flags(g, defaults=True)
     g.set_defaults(func=_generate)
+
+    v = edge.add_parser(
+        "serve",
+        help="the local OpenAI-compatible HTTP service (for systemd: Type=notify)",
+        description="Serve /v1/chat/completions, /v1/completions, /v1/models, /health and "
+        "/metrics over the drafter and the cloud. Flags override the config file.",
+    )
+    v.add_argument("--config", help="edge.toml ([edge] and [serve] sections)")
+    _connection_flags(v, defaults=False)
+    v.add_argument("--listen", help="HOST:PORT of the HTTP service (default 127.0.0.1:8080)")
+    v.add_argument("--unix-socket", help="listen on this unix socket instead")
+    v.add_argument("--api-key-file", help="require the bearer key in this file")
+    v.add_argument("--mode", help="default mode: " + ", ".join(m.value for m in Mode))
+    v.add_argument("--fallback", help="default fallback: local, wait or fail")
+    v.add_argument("--queue-size", type=int, help="requests that may wait for the drafter")
+    v.add_argument("--name", help="how this edge introduces itself to the cloud")
+    v.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    v.set_defaults(func=_serve)
