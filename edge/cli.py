@@ -112,6 +112,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format=stamp + "%(levelname)s %(name)s: %(message)s"
     )
+    if args.log_level != "debug":  # aioquic says INFO for every connection's version and ALPN
+        logging.getLogger("quic").setLevel(logging.WARNING)
     cfg = config_file.load(args.config) if args.config else config_file.EdgeConfig()
     names = ("cloud", "ca", "pin", "server_name", "pair", "drafter", "threads", "n_ctx", "mode",
              "fallback", "queue_size", "name", "listen", "unix_socket", "api_key_file")  # fmt: skip

@@ -92,8 +92,8 @@ class EdgeConfig:
         """The shared token: token_file, else the systemd credential, else $PICOSPEC_TOKEN."""
         path = self.token_file
         creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not path and creds and (Path(creds) / "token").is_file():
-            path = str(Path(creds) / "token")
+        if not path and creds and os.path.lexists(Path(creds) / "token"):
+            path = str(Path(creds) / "token")  # systemd's LoadCredential=token:...
         if path:
             try:
                 token = Path(path).read_text().strip()

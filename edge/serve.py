@@ -367,7 +367,6 @@ async def run(config: EdgeConfig, *, token: bytes | None = None) -> None:
     now = status(edge.health()["cloud"] == "connected")
     notify("READY=1\nSTATUS=" + now)
     log.info("picospec edge: %s", now)
-    print(f"picospec edge: {now}", flush=True)
     try:
         await stop.wait()
     finally:

@@ -4,7 +4,10 @@ Prepares the default model pair, starts the cloud verifier (QUIC, TLS with a
 fresh self-signed certificate, a random token) and a link emulator with 50 ms
 of round-trip time on loopback, then runs one chat prompt through the edge
 client in ``pipeline`` mode (streaming the text as it is committed), ``sync``
-and ``cloud-only``, and prints a comparison table.
+and ``cloud-only``, and prints a comparison table. Then the robot drives out of
+Wi-Fi range: one more generation through the robot app's API (``AsyncEdge``),
+during which the link goes dark for two seconds and comes back; the drafter
+carries on alone and the text it made while offline is marked.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ import sys
 from picospec.cloud.llama_backend import LlamaBackend
 from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.codec.scheme import Mode
+from picospec.edge.api import AsyncEdge, Reply
 from picospec.edge.client import EdgeClient, GenerationResult
+from picospec.edge.config import EdgeConfig
 from picospec.edge.drafter import Drafter
 from picospec.edge.text import TextStream
-from picospec.lab.loopback import loopback_cloud
+from picospec.lab.loopback import LoopbackCloud, loopback_cloud
 from picospec.runtime.models import DEFAULT_PAIR, prepare
 
 PROMPT = "A warehouse robot has to move 45 boxes, 6 per trip. How many trips does it need? Explain."
 RTT_MS = 50.0
+OUTAGE_S = 2.0
+LOCAL = ("\u27e6", "\u27e7")  # ⟦ text the drafter made alone, while offline ⟧
 GREEDY = Sampling.of(SamplingParams(temperature=0.0))
 
 
@@ -40,6 +47,57 @@ def _table(results: list[GenerationResult]) -> str:
             f"{r.ttft_ms:8.0f} {r.bytes_up / n:15.1f} {r.bytes_down / n:6.1f}"
         )
     return "\n".join(rows)
+
+
+async def _outage(
+    cloud: LoopbackCloud,
+    drafter: Drafter,
+    prompt: list[int],
+    max_tokens: int,
+    reference: list[int],
+) -> Reply:
+    """One generation during which the link is cut for OUTAGE_S seconds."""
+    assert cloud.link is not None
+    link = cloud.link
+    cfg = EdgeConfig(
+        cloud=f"{cloud.address[0]}:{cloud.address[1]}",
+        pin=cloud.tls.pin_sha256 or "",
+        offline_after_s=1.0,
+        reconnect_max_s=0.5,
+    )
+    print(
+        f"--- pipeline, the link down for {OUTAGE_S:.0f} s "
+        f"({LOCAL[0]}text made locally{LOCAL[1]}) ---",
+        flush=True,
+    )
+    async with AsyncEdge(cfg, drafter=drafter, token=cloud.token) as edge:
+        stream = edge.stream(prompt, max_tokens=max_tokens, seed=0, mode="pipeline")
+        flags: list[bool] = []  # per token: verified by the cloud
+        cut = False
+        async for chunk in stream:
+            if chunk.verified != (flags[-1] if flags else True):
+                sys.stdout.write(LOCAL[1] if chunk.verified else LOCAL[0])
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+            flags += [chunk.verified] * len(chunk.tokens)
+            if len(flags) >= 12 and not cut:
+                cut = True
+                link.cut()  # the robot drives out of Wi-Fi range
+                asyncio.get_running_loop().call_later(OUTAGE_S, link.restore)
+        if flags and not flags[-1]:
+            sys.stdout.write(LOCAL[1])
+        reply = stream.reply
+        assert reply is not None
+    first_local = flags.index(False) if False in flags else len(flags)
+    same = reply.tokens[:first_local] == reference[:first_local]
+    print(
+        f"\n[{len(reply.tokens)} tokens: {reply.verified_tokens} verified by the cloud, "
+        f"{reply.local_tokens} made locally in {reply.stats['fallback_s']:.1f} s offline; "
+        f"{link.up.cut_drops + link.down.cut_drops} datagrams lost to the outage; the verified "
+        f"prefix {'matches' if same else 'DOES NOT match'} cloud-only]\n",
+        flush=True,
+    )
+    return reply
 
 
 async def _run(pair: str, max_tokens: int) -> list[GenerationResult]:
@@ -78,6 +136,7 @@ async def _run(pair: str, max_tokens: int) -> list[GenerationResult]:
             print(f"\n[{res.n_tokens} tokens, {res.finished}]\n", flush=True)
             results.append(res)
         await client.close()
+        await _outage(cloud, drafter, prompt, max_tokens, results[-1].token_ids)
     return results
 
 
