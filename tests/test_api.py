@@ -79,7 +79,8 @@ def test_leaving_a_stream_early_cancels_the_clouds_generation():
 
 
 def test_the_queue_is_bounded_and_served_in_arrival_order():
-    with ServerThread(Slow(delay=0.01)) as srv:
+    backend = Slow(delay=0.01)
+    with ServerThread(backend) as srv:
 
         async def run():
             async with AsyncEdge(
@@ -91,10 +92,15 @@ def test_the_queue_is_bounded_and_served_in_arrival_order():
                     await edge.generate(PROMPT, max_tokens=12, seed=i)
                     done.append(i)
 
+                backend.gate.clear()  # the first generation holds the drafter until we open it
                 tasks = [asyncio.create_task(one(i)) for i in range(3)]
-                await asyncio.sleep(0.05)  # one runs, two wait
+                for _ in range(200):  # one runs, two wait
+                    if edge.health()["queue"] == 2:
+                        break
+                    await asyncio.sleep(0.01)
                 with pytest.raises(QueueFull, match="2 requests already wait"):
                     await edge.generate(PROMPT, max_tokens=4)
+                backend.gate.set()
                 await asyncio.gather(*tasks)
                 return done, edge.metrics.text().decode()
 

@@ -179,11 +179,15 @@ def test_a_full_queue_gets_429_and_a_bearer_key_is_required_when_configured():
                                      headers={"Authorization": "Bearer nope"})  # fmt: skip
                 health = await c.get("/health")  # open: systemd and probes need no key
                 body = {"prompt": "abcd", "max_tokens": 30, "mode": "cloud-only"}
+                backend.gate.clear()  # the first request holds the drafter until it opens
                 first = asyncio.ensure_future(c.post("/v1/completions", json=body, headers=key))
-                await asyncio.sleep(0.3)
                 second = asyncio.ensure_future(c.post("/v1/completions", json=body, headers=key))
-                await asyncio.sleep(0.3)
+                for _ in range(300):  # one runs, one waits
+                    if (await (await c.get("/health")).json())["queue"] == 1:
+                        break
+                    await asyncio.sleep(0.01)
                 third = await c.post("/v1/completions", json=body, headers=key)
+                backend.gate.set()
                 done = [await first, await second]
                 return (none.status, wrong.status, health.status, third.status,
                         await third.json(), [r.status for r in done])  # fmt: skip
