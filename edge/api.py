@@ -622,7 +622,8 @@ def _open_drafter(cfg: EdgeConfig) -> TextModel:
     from .drafter import Drafter
 
     path = cfg.drafter or str(prepare(cfg.pair)["drafter"])
-    return Drafter.open(path, n_ctx=cfg.n_ctx, threads=cfg.threads or None)
+    return Drafter.open(path, n_ctx=cfg.n_ctx, threads=cfg.threads or None,
+                        gpu_layers=cfg.gpu_layers)  # fmt: skip
 
 
 def _iso(t: float) -> str:

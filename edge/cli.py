@@ -63,7 +63,7 @@ def _generate(args: argparse.Namespace) -> int:
     if mode is not Mode.EDGE_ONLY and not args.cloud:
         raise ConfigError(f"--cloud HOST:PORT is needed for mode {mode.value}")
     path = args.drafter or str(prepare(args.pair)["drafter"])
-    drafter = Drafter.open(path, n_ctx=args.n_ctx, threads=args.threads)
+    drafter = Drafter.open(path, n_ctx=args.n_ctx, threads=args.threads, gpu_layers=args.gpu_layers)
     w = drafter.ctx.weights
     prompt = w.tokenize(w.chat_prompt(args.prompt) if args.chat else args.prompt)
 
@@ -115,8 +115,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.log_level != "debug":  # aioquic says INFO for every connection's version and ALPN
         logging.getLogger("quic").setLevel(logging.WARNING)
     cfg = config_file.load(args.config) if args.config else config_file.EdgeConfig()
-    names = ("cloud", "ca", "pin", "server_name", "pair", "drafter", "threads", "n_ctx", "mode",
-             "fallback", "queue_size", "name", "listen", "unix_socket", "api_key_file")  # fmt: skip
+    names = ("cloud", "ca", "pin", "server_name", "pair", "drafter", "threads", "n_ctx",
+             "gpu_layers", "mode", "fallback", "queue_size", "name", "listen", "unix_socket",
+             "api_key_file")  # fmt: skip
     cfg = cfg.with_overrides(**{n: getattr(args, n) for n in names})
     token = args.token.encode() if args.token else None
     if cfg.cloud and token is None:
@@ -145,6 +146,8 @@ def _connection_flags(p: argparse.ArgumentParser, *, defaults: bool) -> None:
     )
     p.add_argument("--n-ctx", type=int, default=2048 if defaults else None,
                    help="drafter context tokens")  # fmt: skip
+    p.add_argument("--gpu-layers", type=int, default=0 if defaults else None,
+                   help="drafter layers a GPU build of llama.cpp offloads (-1: all)")  # fmt: skip
 
 
 def register(sub: argparse._SubParsersAction) -> None:

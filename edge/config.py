@@ -49,6 +49,8 @@ class EdgeConfig:
     """A drafter GGUF file instead of ``pair``."""
     threads: int = 0
     """llama.cpp threads for the drafter; 0: half the cores."""
+    gpu_layers: int = 0
+    """Drafter layers a GPU build of llama.cpp offloads (-1: all; a Jetson's CUDA)."""
     n_ctx: int = 2048
     """Drafter context tokens (prompt and generated)."""
     mode: str = "pipeline"
@@ -76,6 +78,8 @@ class EdgeConfig:
             )
         if self.pin and self.ca:
             raise ConfigError("give the cloud's pin or its ca, not both")
+        if self.gpu_layers < -1:
+            raise ConfigError(f"gpu_layers must be >= -1 (-1: all), got {self.gpu_layers}")
         for name in ("threads", "n_ctx", "queue_size"):
             if getattr(self, name) < (0 if name == "threads" else 1):
                 raise ConfigError(f"{name} must be >= {0 if name == 'threads' else 1}")

@@ -78,11 +78,15 @@ class Drafter:
     _base: tuple[int, ...] = ()  # evaluated in one call from position 0; its KV is intact
 
     @classmethod
-    def open(cls, path: str | Path, *, n_ctx: int = 2048, threads: int | None = None) -> Drafter:
+    def open(
+        cls, path: str | Path, *, n_ctx: int = 2048, threads: int | None = None,
+        gpu_layers: int = 0,
+    ) -> Drafter:  # fmt: skip
         """A drafter over a GGUF file; threads defaults to ``default_threads()``
-        (half the cores, for a drafter that shares the machine with a verifier)."""
+        (half the cores, for a drafter that shares the machine with a verifier);
+        gpu_layers are offloaded by a GPU build of llama.cpp (-1: all)."""
         ctx = LlamaContext(
-            LlamaWeights(path),
+            LlamaWeights(path, gpu_layers=gpu_layers),
             n_ctx=n_ctx,
             n_batch=min(512, n_ctx),
             threads=threads or default_threads(),

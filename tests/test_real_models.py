@@ -180,3 +180,18 @@ def test_sessions_in_one_backend_do_not_disturb_each_other(backend):
     finally:
         backend.close(11)
         backend.close(12)
+
+
+def test_gpu_layers_on_a_cpu_build_change_nothing_and_a_bad_value_is_refused(smollm2):
+    """The Jetson setting (gpu_layers = -1) is accepted by a CPU build of llama.cpp,
+    which keeps every layer on the CPU: the same logits as gpu_layers = 0."""
+    tokens = LlamaWeights(smollm2["drafter"]).tokenize(PROMPT)
+    logits = []
+    for layers in (0, -1):
+        ctx = LlamaContext(LlamaWeights(smollm2["drafter"], gpu_layers=layers), n_ctx=256,
+                           threads=2)  # fmt: skip
+        ctx.decode(tokens, 0)
+        logits.append(ctx.logits().copy())
+    np.testing.assert_array_equal(logits[0], logits[1])
+    with pytest.raises(ConfigError, match="gpu_layers must be >= -1"):
+        LlamaWeights(smollm2["drafter"], gpu_layers=-2)

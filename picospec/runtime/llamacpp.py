@@ -65,14 +65,19 @@ def quantize(src: Path, dst: Path, ftype: str = "Q2_K", threads: int | None = No
 class LlamaWeights:
     """A loaded GGUF model and its vocabulary (shared by any number of contexts)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, gpu_layers: int = 0) -> None:
+        """gpu_layers: layers llama.cpp offloads to a GPU (-1: all); a build of
+        llama.cpp without a GPU backend keeps every layer on the CPU."""
         lib = self._lib = _lib()
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"model file not found: {path}")
+        if gpu_layers < -1:
+            raise ConfigError(f"gpu_layers must be >= -1 (-1: all), got {gpu_layers}")
         _init_backend(lib)
         mparams = lib.llama_model_default_params()
         mparams.use_extra_bufts = not _has_amx(lib)
+        mparams.n_gpu_layers = 2**30 if gpu_layers == -1 else gpu_layers
         self._model = lib.llama_model_load_from_file(str(path).encode(), mparams)
         if not self._model:
             raise ModelError(f"llama.cpp could not load {path} (not a GGUF model?)")
