@@ -210,7 +210,13 @@ def test_a_seeded_generation_does_not_depend_on_the_generations_before(d, backen
 def test_one_connection_serves_greedy_sampled_and_gumbel_generations_back_to_back(d, backend):
     """Sampling, scheme and seed travel with each generation: one connection
     serves all three kinds in turn, each keeps its contract, and the streamed
-    text of each is its final text, byte for byte."""
+    text of each is its final text, byte for byte.
+
+    A sampled seed repeats in the same mode after other generations (nothing
+    leaks between them). Across modes it repeats only in exact arithmetic
+    (tests/test_sessions.py checks that on a Markov model): llama.cpp's logits
+    depend on the batch shape, which differs between pipeline and sync blocks,
+    and on an AMX-capable Xeon that moved a T = 0.7 acceptance at token 10."""
     w = d.ctx.weights
     prompt = w.tokenize(w.chat_prompt("Name three things a robot vacuum must detect."))
     warm, gumbel = samp(0.7, Scheme.SPARSE_Q), samp(1.0, Scheme.GUMBEL)
@@ -219,7 +225,8 @@ def test_one_connection_serves_greedy_sampled_and_gumbel_generations_back_to_bac
         (warm, "pipeline", 11),
         (gumbel, "pipeline", 12),
         (samp(), "cloud-only", 0),
-        (warm, "sync", 11),
+        (warm, "sync", 13),
+        (warm, "pipeline", 11),
         (gumbel, "cloud-only", 12),
     ]
 
@@ -245,8 +252,9 @@ def test_one_connection_serves_greedy_sampled_and_gumbel_generations_back_to_bac
             await client.close()
             return out
 
-    greedy, sampled, gum, greedy_alone, sampled_sync, gum_alone = asyncio.run(run())
+    greedy, sampled, gum, greedy_alone, sampled_sync, sampled_again, gum_alone = asyncio.run(run())
     assert greedy == greedy_alone  # greedy: the cloud-only tokens
-    assert sampled == sampled_sync  # a seed repeats, whatever the mode
+    assert sampled == sampled_again  # a seed repeats
+    assert len(sampled_sync) == 32 or d.is_end(sampled_sync[-1])
     assert gum == gum_alone  # gumbel: the cloud-only tokens for the seed
     assert sampled != greedy
