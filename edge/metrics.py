@@ -38,7 +38,8 @@ class EdgeMetrics:
             registry=r,
         )
         self.draft_step = Histogram(
-            "picospec_edge_draft_step_seconds", "One drafter step as the edge loop waits for it.",
+            "picospec_edge_draft_step_seconds",
+            "Each generation's mean drafter step, as the edge loop waits for it.",
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5), registry=r,
         )  # fmt: skip
         self.ttft = Histogram(

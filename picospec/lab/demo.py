@@ -13,6 +13,7 @@ carries on alone and the text it made while offline is marked.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 
 from picospec.cloud.llama_backend import LlamaBackend
@@ -70,6 +71,8 @@ async def _outage(
         f"({LOCAL[0]}text made locally{LOCAL[1]}) ---",
         flush=True,
     )
+    # the marks in the text tell of the outage; the edge's warnings would split it
+    logging.getLogger("picospec.edge").setLevel(logging.ERROR)
     async with AsyncEdge(cfg, drafter=drafter, token=cloud.token) as edge:
         stream = edge.stream(prompt, max_tokens=max_tokens, seed=0, mode="pipeline")
         flags: list[bool] = []  # per token: verified by the cloud
@@ -100,7 +103,7 @@ async def _outage(
     return reply
 
 
-async def _run(pair: str, max_tokens: int) -> list[GenerationResult]:
+async def _run(pair: str, max_tokens: int) -> tuple[list[GenerationResult], Reply]:
     paths = prepare(pair)
     backend = LlamaBackend(paths["target"], n_ctx=1024, threads=1)
     drafter = Drafter.open(paths["drafter"], n_ctx=1024, threads=1)
@@ -136,12 +139,12 @@ async def _run(pair: str, max_tokens: int) -> list[GenerationResult]:
             print(f"\n[{res.n_tokens} tokens, {res.finished}]\n", flush=True)
             results.append(res)
         await client.close()
-        await _outage(cloud, drafter, prompt, max_tokens, results[-1].token_ids)
-    return results
+        outage = await _outage(cloud, drafter, prompt, max_tokens, results[-1].token_ids)
+    return results, outage
 
 
 def run(pair: str = DEFAULT_PAIR, max_tokens: int = 96) -> int:
-    results = asyncio.run(_run(pair, max_tokens))
+    results, _ = asyncio.run(_run(pair, max_tokens))
     print(_table(results))
     same = all(r.token_ids == results[-1].token_ids for r in results)
     print(
