@@ -309,6 +309,8 @@ class AsyncEdge:
             raise ConfigError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
         params = SamplingParams(temperature, top_k, top_p, min_p)
         name = self.config.mode if mode in (None, "auto") else mode
+        if mode in (None, "auto") and not self.config.cloud:
+            name = Mode.EDGE_ONLY.value  # no cloud configured: the drafter alone
         fb = fallback or self.config.fallback
         if fb not in FALLBACKS:
             raise ConfigError(f"fallback must be one of {', '.join(FALLBACKS)}, got {fb!r}")

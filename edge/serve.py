@@ -177,6 +177,14 @@ class Service:
         except PicospecError as e:
             log.warning("request failed: %s", e)
             return _error(str(e), status=500, kind="server_error")
+        except web.HTTPException as e:  # no such route or method: OpenAI's shape too
+            if e.status < 400:
+                raise
+            return _error(f"{request.method} {request.path}: {e.reason}", status=e.status,
+                          kind="invalid_request_error")  # fmt: skip
+        except Exception as e:  # a bug: this request fails, the service goes on
+            log.exception("request %s %s failed", request.method, request.path)
+            return _error(f"internal error: {type(e).__name__}", status=500, kind="server_error")
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:

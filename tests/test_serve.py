@@ -152,6 +152,10 @@ def test_bad_requests_get_openai_errors_that_name_the_field():
             out.append((r.status, await r.json()))
             r = await c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4})
             out.append((r.status, await r.json()))
+            r = await c.get("/v1/embeddings")
+            out.append((r.status, await r.json()))
+            r = await c.get("/v1/completions")
+            out.append((r.status, await r.json()))
         return out
 
     got = asyncio.run(run())
@@ -159,12 +163,15 @@ def test_bad_requests_get_openai_errors_that_name_the_field():
         assert status == 400, (param, body)
         assert body["error"]["type"] == "invalid_request_error"
         assert body["error"]["param"] == param and param in body["error"]["message"]
-    (bad_json, warp, too_long, fine) = got[len(cases) :]
+    (bad_json, warp, too_long, fine, missing, method) = got[len(cases) :]
+    assert missing[0] == 404 and "/v1/embeddings" in missing[1]["error"]["message"]
+    assert method[0] == 405 and method[1]["error"]["type"] == "invalid_request_error"
     assert bad_json[0] == 400 and "JSON" in bad_json[1]["error"]["message"]
     assert warp[0] == 400 and "warp" in warp[1]["error"]["message"]
     assert too_long[0] == 400 and "context" in too_long[1]["error"]["message"]
     # no cloud configured: edge-only, every token local
     assert fine[0] == 200 and fine[1]["picospec"]["local_tokens"] == 4
+    assert fine[1]["picospec"]["mode"] == "edge-only"
 
 
 def test_a_full_queue_gets_429_and_a_bearer_key_is_required_when_configured():
@@ -234,3 +241,25 @@ def test_concurrent_requests_queue_for_the_drafter_and_each_gets_its_text():
         results = asyncio.run(run())
     assert [r["choices"][0]["text"] for r in results] == [want] * 5
     assert all(r["picospec"]["verified_tokens"] == 16 for r in results)
+
+
+def test_a_failure_inside_one_request_is_a_500_and_the_service_goes_on():
+    async def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    async def run():
+        async with AsyncEdge(EdgeConfig(), drafter=drafter()) as edge:
+            service = Service(edge)
+            async with TestClient(TestServer(service.app)) as c:
+                real, edge.generate = edge.generate, broken  # type: ignore[method-assign]
+                bad = await c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 2})
+                edge.generate = real  # type: ignore[method-assign]
+                good = await c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 2})
+                return bad.status, await bad.json(), good.status
+
+    status, body, after = asyncio.run(run())
+    assert status == 500 and body["error"] == {
+        "message": "internal error: RuntimeError", "type": "server_error", "param": None,
+        "code": None,
+    }  # fmt: skip
+    assert after == 200

@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -219,3 +220,38 @@ def test_edge_serve_with_openai_curl_systemd_notifications_an_outage_and_sigterm
     assert drained[-1].usage is not None, out["stderr"]
     assert drained[-1].usage.completion_tokens == 32, out["stderr"]
     assert out["rc"] == 0, out["stderr"]
+
+
+def test_edge_serve_on_a_unix_socket_without_a_cloud_is_edge_only(smollm2, tmp_path):
+    """No cloud configured: every generation is the drafter's, served on a unix socket."""
+    path = tmp_path / "edge.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "picospec", "edge", "serve", "--pair", "smollm2", "--threads", "1",
+         "--n-ctx", "512", "--unix-socket", str(path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(600):  # bounded: the drafter loads, then the socket is bound
+            if path.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert path.exists(), proc.stderr.read() if proc.poll() is not None else "no socket"
+        got = subprocess.run(
+            ["curl", "-sS", "--max-time", "60", "--unix-socket", str(path),
+             "-H", "Content-Type: application/json",
+             "-d", json.dumps({"prompt": "A robot", "max_tokens": 6, "temperature": 0}),
+             "http://edge/v1/completions"],
+            capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        health = subprocess.run(
+            ["curl", "-sS", "--unix-socket", str(path), "http://edge/health"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        proc.terminate()
+        rc = proc.wait(30)
+    reply = json.loads(got.stdout)
+    assert reply["usage"]["completion_tokens"] == 6
+    assert reply["picospec"]["local_tokens"] == 6 and reply["picospec"]["mode"] == "edge-only"
+    assert json.loads(health.stdout)["cloud"] == "none"
+    assert rc == 0

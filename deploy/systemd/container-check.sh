@@ -83,6 +83,7 @@ RUN mkdir -p /etc/systemd/system/picospec-edge.service.d \
 EOF
 say "building the image"
 podman build -q -t "$image" "$ctx" >/dev/null
+podman image prune -f >/dev/null  # the previous run's image, untagged by this one
 
 # A real verifier on the host's loopback, and the edge's config and token.
 target=$("$py" -m picospec models prepare --pair smollm2 | awk '/^target:/{print $2}')
