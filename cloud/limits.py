@@ -9,7 +9,7 @@ counted by error code.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from picospec.codec.errors import ConfigError
 from picospec.codec.framing import MAX_FRAME
@@ -94,8 +94,8 @@ class Limits:
         return max(MAX_FRAME, 4 * self.prompt_limit(context_size) + 1024)
 
     @classmethod
-    def parse(cls, items: list[str]) -> Limits:
-        """Limits from NAME=VALUE strings (the command line and config files)."""
+    def parse(cls, items: list[str], base: Limits | None = None) -> Limits:
+        """Limits from NAME=VALUE strings (the command line), over base's values."""
         known = {f.name: f for f in fields(cls)}
         values: dict[str, int | float] = {}
         for item in items:
@@ -108,7 +108,7 @@ class Limits:
                 values[name] = float(text) if known[name].type == "float" else int(text)
             except ValueError:
                 raise ConfigError(f"limit {name} takes a number, got {text!r}") from None
-        return cls(**values)  # type: ignore[arg-type]
+        return replace(base, **values) if base is not None else cls(**values)  # type: ignore[arg-type]
 
 
 class GenerationBudget:
@@ -117,9 +117,14 @@ class GenerationBudget:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.open = 0
+        self.closed = ""
+        """Why no generation may start any more (the server drains), or ""."""
+
+    def close(self, why: str) -> None:
+        self.closed = why
 
     def acquire(self) -> bool:
-        if self.open >= self.limit:
+        if self.closed or self.open >= self.limit:
             return False
         self.open += 1
         return True

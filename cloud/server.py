@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 from collections import Counter
@@ -38,7 +39,7 @@ from typing import Any
 
 from picospec.codec.errors import PicospecError, ProtocolError
 from picospec.codec.framing import FrameParser, encode_frame
-from picospec.codec.messages import Error, ErrorCode, Message
+from picospec.codec.messages import DraftBlock, Error, ErrorCode, Message, Start, Verdict
 from picospec.runtime.quic import Channel, Server, ServerTLS, TransportError, serve
 
 from .backend import Backend
@@ -64,6 +65,19 @@ class ServiceStats:
     """Wall time the model thread spent on sessions' work (model and verification)."""
     work_units: int = 0
     """Calls into the sessions from the model thread (each runs at most one step)."""
+    generations_total: int = 0
+    """Start messages received (each asks for one generation; refused ones included)."""
+    drafted_tokens: int = 0
+    """Tokens received in draft blocks, to verify."""
+    accepted_tokens: int = 0
+    """Drafted tokens the verdicts accepted."""
+    committed_tokens: int = 0
+    """Tokens committed: accepted drafts, the cloud's own tokens (corrections,
+    bonuses, cloud-only decoding) and the corrections edges sampled (split)."""
+    bytes_in: int = 0
+    """Stream bytes received from edges (after QUIC's decryption)."""
+    bytes_out: int = 0
+    """Stream bytes sent to edges."""
 
 
 @dataclass(eq=False)
@@ -109,6 +123,8 @@ class VerifierService:
         self._scheduler: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_token = 0.0  # measured seconds per prefill token (EWMA)
+        self.draining = False
+        """True once drain() began: new connections and generations are refused."""
         self.prefill_chunk = min(self.limits.prefill_chunk, MIN_PREFILL_CHUNK)
         """Prompt tokens per prefill unit now, fitted to prefill_unit_s (from a small
         first chunk, so the first measurement costs little)."""
@@ -133,10 +149,13 @@ class VerifierService:
     async def handle(self, ch: Channel) -> None:
         """Run one connection until it closes."""
         self.stats.connections_total += 1
-        if self.stats.connections_open >= self.limits.max_connections:
-            why = f"the server has {self.stats.connections_open} connections, its limit"
+        full = self.stats.connections_open >= self.limits.max_connections
+        if full or self.draining:
+            why = self.budget.closed or (
+                f"the server has {self.stats.connections_open} connections, its limit"
+            )
             self._refuse(ch, ErrorCode.BUSY, why)
-            log.warning("connection %s refused: %s", ch.peer, why)
+            log.warning(event("refused", ch.peer, code="BUSY", reason=why))
             await ch.close(f"busy: {why}")
             return
         self.stats.connections_open += 1
@@ -153,11 +172,11 @@ class VerifierService:
         try:
             if await self._handshake(conn):
                 name = session.hello.client_name if session.hello else ""
-                log.info("connection %s: %r joined", ch.peer, name)
+                log.info(event("joined", ch.peer, name=name))
                 self._conns.add(conn)
                 await self._read(conn)
         except PicospecError as e:
-            log.warning("connection %s: %s", ch.peer, e)
+            log.warning(event("failed", ch.peer, reason=str(e)))
         finally:
             conn.closing = True
             self._conns.discard(conn)
@@ -165,7 +184,7 @@ class VerifierService:
             await asyncio.get_running_loop().run_in_executor(self._pool, session.close)
             if not ch.closed:
                 await ch.close("bye")
-            log.info("connection %s closed: %s", ch.peer, ch.close_reason)
+            log.info(event("closed", ch.peer, reason=ch.close_reason, generations=session.started))
 
     async def _handshake(self, conn: _Conn) -> bool:
         """Read exactly one Hello within the deadline; True once Welcomed."""
@@ -178,16 +197,17 @@ class VerifierService:
             except TimeoutError:
                 why = f"no Hello within {self.limits.hello_timeout_s:g} s"
                 self._refuse(ch, ErrorCode.TIMEOUT, why)
-                log.warning("connection %s: %s", ch.peer, why)
+                log.warning(event("refused", ch.peer, code="TIMEOUT", reason=why))
                 await ch.close(why)
                 return False
             if not data:
                 return False
+            self.stats.bytes_in += len(data)
             try:
                 msgs = conn.parser.feed(data)
             except ProtocolError as e:
                 self._refuse(ch, ErrorCode.PROTOCOL, str(e))
-                log.warning("connection %s before its Hello: %s", ch.peer, e)
+                log.warning(event("refused", ch.peer, code="PROTOCOL", reason=str(e)))
                 await ch.close("protocol error")
                 return False
             if not msgs:
@@ -197,7 +217,8 @@ class VerifierService:
                 replies = conn.session.receive(msgs[1])  # a second Hello: refused, closes
             self._send(conn, replies)
             if conn.session.closed or conn.session.hello is None:
-                log.warning("connection %s refused: %s", ch.peer, _first_error(replies))
+                code, why = _first_error(replies)
+                log.warning(event("refused", ch.peer, code=code, reason=why))
                 await ch.close("refused")
                 return False
             conn.parser.accept = None
@@ -215,17 +236,18 @@ class VerifierService:
                 msgs = conn.parser.feed(data)
             except ProtocolError as e:
                 self._refuse(ch, ErrorCode.PROTOCOL, str(e))
-                log.warning("connection %s: %s", ch.peer, e)
+                log.warning(event("protocol_error", ch.peer, code="PROTOCOL", reason=str(e)))
                 await ch.close("protocol error")
                 return
             conn.queued += len(data)
+            self._count_in(len(data), msgs)
             if conn.queued > self.limits.max_queued_bytes:
                 why = (
                     f"{conn.queued} bytes sent ahead of the verifier, over max_queued_bytes "
                     f"({self.limits.max_queued_bytes})"
                 )
                 self._refuse(ch, ErrorCode.LIMIT, why)
-                log.warning("connection %s closed: %s", ch.peer, why)
+                log.warning(event("limit", ch.peer, code="LIMIT", reason=why))
                 await ch.close("limit")
                 return
             conn.inbox += msgs
@@ -278,12 +300,12 @@ class VerifierService:
             why = conn.session.close_reason
             if why:
                 self._refuse(conn.ch, ErrorCode.LIMIT, why)
-                log.warning("connection %s closed: %s", conn.ch.peer, why)
+                log.warning(event("limit", conn.ch.peer, code="LIMIT", reason=why))
             self._background(conn.ch.close(why or "protocol error"))
         elif conn.ch.pending > self.limits.max_send_buffer:
             conn.paused = True
             self.stats.paused += 1
-            log.info("connection %s paused: its peer does not read", conn.ch.peer)
+            log.info(event("paused", conn.ch.peer, reason="its peer does not read"))
             self._background(self._resume_when_read(conn))
 
     def _fit_prefill_chunk(self, tokens: int, seconds: float) -> None:
@@ -338,12 +360,32 @@ class VerifierService:
 
     # ------------------------------------------------------------------ output
     def _send(self, conn: _Conn, msgs: list[Message]) -> None:
-        vocab = conn.parser.vocab
+        vocab, st = conn.parser.vocab, self.stats
         for m in msgs:
+            if isinstance(m, Verdict):
+                st.accepted_tokens += m.accepted
+                st.committed_tokens += m.accepted + (m.token is not None)
+            frame = encode_frame(m, vocab)
             try:
-                conn.ch.write(encode_frame(m, vocab))
+                conn.ch.write(frame)
             except TransportError:
                 return  # the peer is gone; its reader ends the connection
+            st.bytes_out += len(frame)
+
+    def _count_in(self, nbytes: int, msgs: list[Message]) -> None:
+        st = self.stats
+        st.bytes_in += nbytes
+        for m in msgs:
+            if isinstance(m, DraftBlock):
+                st.drafted_tokens += len(m.tokens)
+                st.committed_tokens += m.correction is not None
+            elif isinstance(m, Start):
+                st.generations_total += 1
+
+    @property
+    def queue_depth(self) -> int:
+        """Connections with work waiting for the model thread."""
+        return sum(c.runnable for c in self._conns)
 
     def _refuse(self, ch: Channel, code: ErrorCode, why: str) -> None:
         """An Error that is not a session's: before or instead of a handshake. A peer
@@ -356,6 +398,25 @@ class VerifierService:
         except TransportError:
             pass
 
+    async def drain(self, timeout_s: float) -> int:
+        """Stop taking work and let what runs finish: new connections and generations
+        are refused (BUSY), open generations get up to timeout_s; the rest are ended
+        with a Bye (their edges carry on alone or elsewhere). Returns how many."""
+        why = "the server is shutting down"
+        self.draining = True
+        self.budget.close(why)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while self.budget.open and loop.time() < end:
+            await asyncio.sleep(0.05)
+        ended = 0
+        for conn in list(self._conns):
+            byes = await loop.run_in_executor(self._pool, conn.session.shutdown, why)
+            ended += len(byes)
+            if not conn.closing:
+                self._send(conn, byes)
+        return ended
+
     async def close(self) -> None:
         """Stop the scheduler and the model thread (the server closes the connections)."""
         for task in [self._scheduler, *self._tasks]:
@@ -367,6 +428,21 @@ class VerifierService:
         self._pool.shutdown(wait=True)
 
 
-def _first_error(msgs: list[Message]) -> str:
+def _first_error(msgs: list[Message]) -> tuple[str, str]:
     err = next((m for m in msgs if isinstance(m, Error)), None)
-    return "no reply" if err is None else f"{err.code.name}: {err.message}"
+    return ("NONE", "no reply") if err is None else (err.code.name, err.message)
+
+
+def event(kind: str, peer: object, **fields: object) -> str:
+    """One log line per connection event, as key=value pairs (values with spaces or
+    quotes in JSON quotes), so a log pipeline can parse it; never the token."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        peer = f"{peer[0]}:{peer[1]}"
+    parts = [f"event={kind}", f"peer={_value(peer)}"]
+    parts += [f"{k}={_value(v)}" for k, v in fields.items()]
+    return " ".join(parts)
+
+
+def _value(v: object) -> str:
+    text = str(v)
+    return json.dumps(text) if not text or any(c in text for c in ' ="\n\\') else text

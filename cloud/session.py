@@ -117,6 +117,8 @@ class CloudSession:
         self.hello: Hello | None = None
         self.closed = False
         self.refused = 0
+        self.started = 0
+        """Generations this connection started."""
         """Errors this connection has been sent (the connection closes past max_refusals)."""
         self.close_reason = ""
         """Why the session closed the connection itself, when a limit did."""
@@ -201,8 +203,9 @@ class CloudSession:
             why = f"{len(self._gens)} generations are open on this connection, the limit"
             return [self._error(msg, ErrorCode.BUSY, why)]
         if not self.budget.acquire():
-            why = f"the server runs {self.budget.open} generations, its limit"
+            why = self.budget.closed or f"the server runs {self.budget.open} generations, its limit"
             return [self._error(msg, ErrorCode.BUSY, why)]
+        self.started += 1
         self._gens[msg.session] = _Generation(msg, sampling, next(self._backend_ids))
         self._ready.append(msg.session)
         return []
@@ -396,6 +399,15 @@ class CloudSession:
         self.budget.release()
         if gen.seq is not None:
             self.backend.close(gen.backend_id)
+
+    def shutdown(self, reason: str) -> list[Message]:
+        """End every open generation with a Bye (the server is stopping); the
+        connection stays open for the edge to close."""
+        byes: list[Message] = []
+        for sid, gen in list(self._gens.items()):
+            self._end(sid)
+            byes.append(Bye(session=sid, epoch=gen.epoch, start=0, reason=reason[:256]))
+        return byes
 
     def close(self) -> None:
         """Free every generation (the connection is gone)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -24,8 +25,17 @@ from .backend import Backend
 class TimedBackend(Backend):
     """A backend that times what it delegates to ``inner``."""
 
-    def __init__(self, inner: Backend, *, limit: int = 100_000) -> None:
+    def __init__(
+        self,
+        inner: Backend,
+        *,
+        limit: int = 100_000,
+        on_forward: Callable[[int, float], None] | None = None,
+    ) -> None:
+        """limit: records kept (0: none); on_forward(tokens, seconds) is called after
+        every forward, on the thread that ran it (the service's metrics)."""
         self.inner = inner
+        self.on_forward = on_forward
         self.vocab_size = inner.vocab_size
         self.name = inner.name
         self.max_context = inner.max_context
@@ -54,7 +64,10 @@ class TimedBackend(Backend):
     ) -> np.ndarray:
         t0 = time.perf_counter()
         out = self.inner.forward(session, start, tokens, n_out)
-        self._add(len(tokens), time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        self._add(len(tokens), seconds)
+        if self.on_forward is not None:
+            self.on_forward(len(tokens), seconds)
         return out
 
     def distributions(self, logits: np.ndarray, params: SamplingParams) -> np.ndarray:

@@ -10,15 +10,14 @@ one in ``$CREDENTIALS_DIRECTORY``, found there by default), or ``$PICOSPEC_TOKEN
 
 from __future__ import annotations
 
-import os
-import tomllib
-import typing
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from picospec.codec.errors import ConfigError
 from picospec.codec.scheme import Mode
+from picospec.runtime.netargs import token_from
+from picospec.runtime.tomlconfig import load_sections
 
 FALLBACKS = ("local", "wait", "fail")
 """What a generation does when the cloud is unreachable or lost: continue on the
@@ -94,25 +93,7 @@ class EdgeConfig:
 
     def token(self) -> bytes:
         """The shared token: token_file, else the systemd credential, else $PICOSPEC_TOKEN."""
-        path = self.token_file
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not path and creds and os.path.lexists(Path(creds) / "token"):
-            path = str(Path(creds) / "token")  # systemd's LoadCredential=token:...
-        if path:
-            try:
-                token = Path(path).read_text().strip()
-            except OSError as e:
-                raise ConfigError(f"cannot read the token file {path}: {e.strerror}") from None
-            if not token:
-                raise ConfigError(f"the token file {path} is empty")
-            return token.encode()
-        token = os.environ.get("PICOSPEC_TOKEN", "")
-        if not token:
-            raise ConfigError(
-                "an auth token is required: set token_file, a systemd credential named "
-                "'token', or PICOSPEC_TOKEN"
-            )
-        return token.encode()
+        return token_from(self.token_file)
 
     def api_key(self) -> str:
         """The HTTP service's bearer key ("" when none is required)."""
@@ -127,46 +108,13 @@ class EdgeConfig:
 
 
 _SERVE = frozenset({"listen", "unix_socket", "api_key_file"})
-_SECTIONS = {"edge": frozenset(f.name for f in fields(EdgeConfig)) - _SERVE, "serve": _SERVE}
+_EDGE = frozenset(f.name for f in fields(EdgeConfig)) - _SERVE
 
 
 def load(path: str | Path) -> EdgeConfig:
     """An EdgeConfig from a TOML file; errors name the file, the key and what was expected."""
-    path = Path(path)
+    sections = load_sections(path, {"edge": (EdgeConfig, _EDGE), "serve": (EdgeConfig, _SERVE)})
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read the config file {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    hints = typing.get_type_hints(EdgeConfig)
-    values: dict[str, Any] = {}
-    for section, body in data.items():
-        if section not in _SECTIONS:
-            raise ConfigError(
-                f"{path}: unknown section [{section}]; sections are [edge] and [serve]"
-            )
-        if not isinstance(body, dict):
-            raise ConfigError(f"{path}: [{section}] must be a table")
-        for key, value in body.items():
-            if key not in _SECTIONS[section]:
-                known = ", ".join(sorted(_SECTIONS[section]))
-                raise ConfigError(f"{path}: unknown key {section}.{key}; [{section}] has {known}")
-            want = hints[key]
-            ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-            if want is float and isinstance(value, int) and not isinstance(value, bool):
-                value, ok = float(value), True
-            if not ok:
-                raise ConfigError(
-                    f"{path}: {section}.{key} must be {_kind(want)}, got {type(value).__name__} "
-                    f"{value!r}"
-                )
-            values[key] = value
-    try:
-        return EdgeConfig(**values)
+        return EdgeConfig(**sections["edge"], **sections["serve"])
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-
-
-def _kind(t: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number"}.get(t, t.__name__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from picospec.codec.errors import ConfigError
 
@@ -20,4 +21,29 @@ def auth_token(value: str | None) -> bytes:
     token = value if value is not None else os.environ.get("PICOSPEC_TOKEN", "")
     if not token:
         raise ConfigError("an auth token is required: pass --token or set PICOSPEC_TOKEN")
+    return token.encode()
+
+
+def token_from(token_file: str = "") -> bytes:
+    """The shared token of a service: token_file, else the systemd credential named
+    "token" ($CREDENTIALS_DIRECTORY/token, from ``LoadCredential=token:...``), else
+    $PICOSPEC_TOKEN; an unreadable or empty file is refused by name."""
+    path = token_file
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not path and creds and os.path.lexists(Path(creds) / "token"):
+        path = str(Path(creds) / "token")
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read the token file {path}: {e.strerror}") from None
+        if not token:
+            raise ConfigError(f"the token file {path} is empty")
+        return token.encode()
+    token = os.environ.get("PICOSPEC_TOKEN", "")
+    if not token:
+        raise ConfigError(
+            "an auth token is required: set token_file, a systemd credential named "
+            "'token', or PICOSPEC_TOKEN"
+        )
     return token.encode()
