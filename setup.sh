@@ -71,9 +71,12 @@ for pkg in codec edge cloud; do ln -s "$PWD/$pkg" "$tree/$pkg"; done
 # CI must exercise the C extension and the real models: refuse to fall back or skip.
 PICOSPEC_KERNELS=native PICOSPEC_REQUIRE_MODELS=1 .venv/bin/pytest -q
 # The edge's unit under a real systemd (PID 1 in a podman container): start, HTTP, kill -9,
-# the watchdog, a graceful stop. It needs root; elsewhere it says so and is not run.
+# the watchdog, a graceful stop. They need root; elsewhere they say so and are not run.
+# The verifier's container: built, run, an edge through its UDP port, metrics, SIGTERM drain.
 if [ "$(id -u)" = 0 ]; then
   bash deploy/systemd/container-check.sh
+  bash deploy/container/check.sh
 else
-  echo "setup: deploy/systemd/container-check.sh not run: it needs root (podman, systemd)" >&2
+  echo "setup: the container checks (deploy/systemd/container-check.sh," \
+    "deploy/container/check.sh) not run: they need root (podman)" >&2
 fi

@@ -213,3 +213,33 @@ def test_sigterm_drains_a_real_cloud_and_the_edge_finishes_locally(smollm2, tmp_
     assert "event=draining" in stderr and "event=stopped ended_with_bye=1" in stderr
     assert len(tokens) == 120 and flags[0] and not flags[-1]  # verified, then local
     assert flags == sorted(flags, reverse=True)  # one switch: nothing verified after the Bye
+
+
+def test_the_token_comes_from_the_file_the_credential_the_secret_or_the_environment(
+    tmp_path, monkeypatch
+):
+    from picospec.runtime.netargs import token_from
+
+    for name in ("CREDENTIALS_DIRECTORY", "PICOSPEC_TOKEN_FILE", "PICOSPEC_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError, match="an auth token is required"):
+        token_from("")
+    monkeypatch.setenv("PICOSPEC_TOKEN", "from-env")
+    assert token_from("") == b"from-env"
+    secret = tmp_path / "secret"
+    secret.write_text("from-secret\n")
+    monkeypatch.setenv("PICOSPEC_TOKEN_FILE", str(secret))
+    assert token_from("") == b"from-secret"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "token").write_text("from-credential")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert token_from("") == b"from-credential"
+    named = tmp_path / "named"
+    named.write_text("from-file")
+    assert token_from(str(named)) == b"from-file"
+    named.write_text("  \n")
+    with pytest.raises(ConfigError, match=f"the token file {named} is empty"):
+        token_from(str(named))
+    with pytest.raises(ConfigError, match="cannot read the token file"):
+        token_from(str(tmp_path / "missing"))

