@@ -43,7 +43,9 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("a TLS certificate and key are needed: --cert and --key (or [cloud])")
     token = args.token.encode() if args.token else cfg.token()
     if not cfg.model and cfg.backend != "llama":
-        raise ConfigError(f"backend {cfg.backend} needs a model (a path for that backend)")
+        raise ConfigError(
+            f"--backend {cfg.backend} needs --model (a path for that backend; or model in [cloud])"
+        )
     model = cfg.model or str(prepare(cfg.pair, drafter=False)["target"])
     metrics = CloudMetrics()
     inner = open_backend(
