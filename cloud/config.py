@@ -10,13 +10,13 @@ what was expected. The token never lives in the file: ``token_file`` names one
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from picospec.codec.errors import ConfigError
 from picospec.runtime.netargs import token_from
-from picospec.runtime.tomlconfig import load_sections
+from picospec.runtime.tomlconfig import load_sections, overridden
 
 from .limits import Limits
 
@@ -73,7 +73,7 @@ class CloudConfig:
     def with_overrides(self, **values: Any) -> CloudConfig:
         """The configuration with the given fields replaced (flags over the file);
         None values are left as they were."""
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+        return overridden(self, values)
 
     def token(self) -> bytes:
         return token_from(self.token_file)

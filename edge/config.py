@@ -10,14 +10,14 @@ one in ``$CREDENTIALS_DIRECTORY``, found there by default), or ``$PICOSPEC_TOKEN
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from picospec.codec.errors import ConfigError
 from picospec.codec.scheme import Mode
 from picospec.runtime.netargs import token_from
-from picospec.runtime.tomlconfig import load_sections
+from picospec.runtime.tomlconfig import load_sections, overridden
 
 FALLBACKS = ("local", "wait", "fail")
 """What a generation does when the cloud is unreachable or lost: continue on the
@@ -89,7 +89,7 @@ class EdgeConfig:
     def with_overrides(self, **values: Any) -> EdgeConfig:
         """The configuration with the given fields replaced (flags over the file);
         None values are left as they were."""
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+        return overridden(self, values)
 
     def token(self) -> bytes:
         """The shared token: token_file, else the systemd credential, else $PICOSPEC_TOKEN."""

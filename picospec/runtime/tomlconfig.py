@@ -13,11 +13,13 @@ from __future__ import annotations
 import tomllib
 import typing
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from picospec.codec.errors import ConfigError
+
+C = TypeVar("C")
 
 
 def load_sections(
@@ -59,3 +61,9 @@ def _checked(path: Path, name: str, want: Any, value: Any) -> Any:
     raise ConfigError(
         f"{path}: {name} must be {kind.get(want, str(want))}, got {type(value).__name__} {value!r}"
     )
+
+
+def overridden(config: C, values: Mapping[str, Any]) -> C:
+    """config (a dataclass) with the given fields replaced, flags over the file:
+    None values (a flag not given) leave the field as it was."""
+    return replace(config, **{k: v for k, v in values.items() if v is not None})  # type: ignore[type-var]
