@@ -18,10 +18,9 @@ log = logging.getLogger("picospec.cloud")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's per-packet chatter
+    from picospec.runtime.logs import configure
+
+    configure("info")
     from picospec.runtime.models import prepare
     from picospec.runtime.quic import ServerTLS
 

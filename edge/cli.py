@@ -101,19 +101,12 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-    import os
+    from picospec.runtime.logs import configure
 
     from . import config as config_file
     from .serve import run
 
-    # under systemd the journal stamps each line itself
-    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-    logging.basicConfig(
-        level=args.log_level.upper(), format=stamp + "%(levelname)s %(name)s: %(message)s"
-    )
-    if args.log_level != "debug":  # aioquic says INFO for every connection's version and ALPN
-        logging.getLogger("quic").setLevel(logging.WARNING)
+    configure(args.log_level)
     cfg = config_file.load(args.config) if args.config else config_file.EdgeConfig()
     names = ("cloud", "ca", "pin", "server_name", "pair", "drafter", "threads", "n_ctx",
              "gpu_layers", "mode", "fallback", "queue_size", "name", "listen", "unix_socket",

@@ -199,24 +199,25 @@ class Service:
         return body
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
-        params, prompt = _params(body), _messages(body)
-        if _field(body, "stream", (bool,), False):
-            return await self._stream(request, body, prompt, params, chat=True)
-        reply = await self.edge.generate(prompt, **params)
-        choice = {"index": 0, "message": {"role": "assistant", "content": reply.text},
-                  "finish_reason": _FINISH[reply.finish_reason]}  # fmt: skip
-        return web.json_response(self._envelope("chat.completion", choice, reply))
+        return await self._complete(request, chat=True)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._complete(request, chat=False)
+
+    async def _complete(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        """/v1/chat/completions (chat) or /v1/completions: one generation, streamed or not."""
         body = await self._body(request)
-        params, prompt = _params(body), _prompt(body)
+        params, prompt = _params(body), _messages(body) if chat else _prompt(body)
         if _field(body, "stream", (bool,), False):
-            return await self._stream(request, body, prompt, params, chat=False)
+            return await self._stream(request, body, prompt, params, chat=chat)
         reply = await self.edge.generate(prompt, **params)
-        choice = {"index": 0, "text": reply.text, "logprobs": None,
-                  "finish_reason": _FINISH[reply.finish_reason]}  # fmt: skip
-        return web.json_response(self._envelope("text_completion", choice, reply))
+        choice: dict[str, Any] = {"index": 0, "finish_reason": _FINISH[reply.finish_reason]}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": reply.text}
+        else:
+            choice.update(text=reply.text, logprobs=None)
+        kind = "chat.completion" if chat else "text_completion"
+        return web.json_response(self._envelope(kind, choice, reply))
 
     def _envelope(self, kind: str, choice: dict[str, Any], reply: Reply) -> dict[str, Any]:
         return {
