@@ -10,6 +10,11 @@ whole need:
 * ``truncate(session, position)``: forget the KV from position on (rollback);
 * ``open`` / ``close`` a session.
 
+``forward_many`` answers the forward requests of several sessions at once. The
+default runs them one after another; a backend that can evaluate them as one
+batch (``batches``) overrides it, and a scheduler that gathers ready work from
+many sessions then pays for one forward instead of many.
+
 ``distributions`` turns those logits into target distributions with the shared
 sampling transform (a GPU backend overrides it to do that on the device).
 """
@@ -17,19 +22,31 @@ sampling transform (a GPU backend overrides it to do that on the device).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import numpy as np
 
 from picospec.codec import ops
-from picospec.codec.errors import ConfigError
+from picospec.codec.errors import ConfigError, PicospecError
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.vocab import VocabFingerprint
 
 from .hf_vocab import LlamaVocab
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One forward request: evaluate tokens at positions start.. of a session and
+    return the logits after each of the last n_out of them."""
+
+    session: int
+    start: int
+    tokens: tuple[int, ...]
+    n_out: int
 
 
 class Sessions(Generic[T]):
@@ -62,6 +79,9 @@ class Sessions(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def values(self) -> list[T]:
+        return list(self._items.values())
 
 
 def check_forward(
@@ -129,6 +149,29 @@ class Backend(ABC):
     ) -> np.ndarray:
         """float32[n_out, V]: logits after each of the last n_out tokens (default:
         all of them), the tokens being evaluated at positions start.."""
+
+    batches: bool = False
+    """True when ``forward_many`` evaluates several sessions in one batch."""
+    batch_note: str = "this backend evaluates one session per forward"
+    """Why it batches or not (the service logs it at start)."""
+
+    def forward_many(self, requests: Sequence[Forward]) -> list[np.ndarray | PicospecError]:
+        """Each request's logits, in order, or the error that refused it (a bad
+        request fails alone). The default runs them one at a time."""
+        out: list[np.ndarray | PicospecError] = []
+        for r in requests:
+            try:
+                out.append(self.forward(r.session, r.start, list(r.tokens), r.n_out))
+            except PicospecError as e:
+                out.append(e)
+        return out
+
+    def reuse_prefix(self, session: int, tokens: Sequence[int]) -> int:
+        """Before a new session's first forward: put the KV of the longest prefix of
+        tokens that another sequence holds into this session's, where the backend
+        can; returns how many tokens it holds now (its next forward starts there).
+        The default reuses nothing."""
+        return 0
 
     def truncate(self, session: int, position: int) -> None:
         """Forget the session's KV from position on."""

@@ -29,13 +29,24 @@ def open_backend(
     threads: int | None = None,
     max_sessions: int = 16,
     device: str | None = None,
+    batched: bool = True,
+    prefix_cache: bool = True,
 ) -> Backend:
-    """The named backend serving model."""
+    """The named backend serving model (batched: evaluate many sessions' forwards
+    as one batch, where the backend can; prefix_cache: reuse the KV of a prompt
+    prefix another session evaluated, where the backend can)."""
     path = Path(model)
     if kind == "llama":
         from .llama_backend import LlamaBackend
 
-        return LlamaBackend(path, n_ctx=n_ctx, threads=threads, max_sessions=max_sessions)
+        return LlamaBackend(
+            path,
+            n_ctx=n_ctx,
+            threads=threads,
+            max_sessions=max_sessions,
+            batched=batched,
+            share_prefixes=prefix_cache,
+        )
     if kind == "torch":
         from .torch_backend import TorchBackend
 

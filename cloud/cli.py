@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import signal
 from pathlib import Path
@@ -32,7 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     cfg = config_file.load(args.config) if args.config else config_file.CloudConfig()
     names = ("listen", "backend", "model", "pair", "device", "cert", "key", "threads", "n_ctx",
-             "max_sessions", "metrics", "drain_s")  # fmt: skip
+             "max_sessions", "metrics", "drain_s", "batch",
+             "prefix_cache")  # fmt: skip
     cfg = cfg.with_overrides(
         **{n: getattr(args, n) for n in names},
         idle_timeout_s=args.idle_timeout,
@@ -54,9 +56,18 @@ def _serve(args: argparse.Namespace) -> int:
         threads=cfg.threads or None,
         max_sessions=cfg.max_sessions,
         device=cfg.device or None,
+        batched=cfg.batch,
+        prefix_cache=cfg.prefix_cache,
     )
     backend = TimedBackend(inner, limit=0, on_forward=metrics.observe_forward)
-    service = VerifierService(backend, token=token, name=backend.name, limits=cfg.limits)
+    service = VerifierService(
+        backend,
+        token=token,
+        name=backend.name,
+        limits=cfg.limits,
+        max_batch=None if cfg.batch else 1,
+    )
+    log.info("event=backend name=%s batching=%s", backend.name, json.dumps(backend.batch_note))
     metrics.attach(service)
     host, port = host_port(cfg.listen)
 
@@ -152,6 +163,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--n-ctx", type=int, help="context tokens per session (default 2048)")
     s.add_argument(
         "--max-sessions", type=int, help="generations the backend holds at once (default 16)"
+    )
+    s.add_argument(
+        "--batch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batch many sessions' forwards into one where the backend can (default on; "
+        "--no-batch: one session per forward)",
+    )
+    s.add_argument(
+        "--prefix-cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reuse the KV of a prompt prefix another session evaluated (llama with --batch; "
+        "default on)",
     )
     s.add_argument(
         "--limit",

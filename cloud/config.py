@@ -49,6 +49,10 @@ class CloudConfig:
     """Context tokens per session."""
     max_sessions: int = 16
     """Generations the backend holds at once."""
+    batch: bool = True
+    """Batch the forwards of many sessions into one where the backend can."""
+    prefix_cache: bool = True
+    """Reuse the KV of a prompt prefix another session evaluated (llama, batched)."""
     idle_timeout_s: float = 60.0
     """A QUIC connection silent this long is closed."""
     metrics: str = ""

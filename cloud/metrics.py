@@ -3,7 +3,8 @@
 Counters are read from the service's own ``ServiceStats`` when Prometheus
 scrapes (a custom collector: the hot path only adds integers), and every
 backend forward is observed in a latency histogram labelled by its size (tokens
-evaluated: 1, 2, ... 16, then "17+"), through ``TimedBackend``'s hook. HTTP is
+evaluated and sessions batched into it: 1, 2, ... 16, then "17+"), through
+``TimedBackend``'s hook. HTTP is
 aiohttp's, on its own port: ``/health`` is 200 while the process serves (a
 liveness probe), ``/ready`` is 200 while it accepts work (503 while draining:
 a readiness probe takes it out of a load balancer before it stops).
@@ -40,14 +41,14 @@ class CloudMetrics:
         self.registry = CollectorRegistry()
         self.forward = Histogram(
             "picospec_cloud_forward_seconds",
-            "One backend forward, by tokens evaluated.",
-            ["tokens"], buckets=BUCKETS, registry=self.registry,
+            "One backend forward, by tokens evaluated and sessions batched into it.",
+            ["tokens", "sessions"], buckets=BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.service: VerifierService | None = None
 
-    def observe_forward(self, tokens: int, seconds: float) -> None:
+    def observe_forward(self, tokens: int, seconds: float, sessions: int = 1) -> None:
         """TimedBackend's hook (called on the model thread)."""
-        self.forward.labels(size_label(tokens)).observe(seconds)
+        self.forward.labels(size_label(tokens), size_label(sessions)).observe(seconds)
 
     def attach(self, service: VerifierService) -> None:
         self.service = service
@@ -83,10 +84,18 @@ class _StatsCollector(Collector):
         yield _counter("accepted_tokens", "Drafted tokens accepted.", st.accepted_tokens)
         yield _counter("committed_tokens", "Tokens committed (accepted drafts and the "
                        "cloud's own tokens).", st.committed_tokens)  # fmt: skip
+        yield _counter("prefix_reused_tokens", "Prompt tokens whose KV was reused from a "
+                       "shared prefix instead of evaluated.", st.prefix_tokens)  # fmt: skip
         yield _counter("received_bytes", "Stream bytes received from edges.", st.bytes_in)
         yield _counter("sent_bytes", "Stream bytes sent to edges.", st.bytes_out)
         yield _counter("model_busy_seconds", "Wall time the model thread spent on work.",
                        st.busy_seconds)  # fmt: skip
+        yield _counter("model_units", "Units of sessions' work run on the model thread.",
+                       st.work_units)  # fmt: skip
+        yield _counter("model_turns", "Turns of the model thread (each one batch of units).",
+                       st.batches)  # fmt: skip
+        yield _counter("batched_units", "Units of work that shared a batch with another "
+                       "connection's.", st.batched_units)  # fmt: skip
         yield _counter("model_failures", "Exceptions in model work (each ended a generation).",
                        st.model_failures)  # fmt: skip
         yield GaugeMetricFamily(

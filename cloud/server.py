@@ -4,12 +4,17 @@ One CloudSession per connection, one model thread for the whole server: every
 call into a session after its handshake (and so every use of the backend) runs
 on that thread, so the backend is never entered twice at once and the event
 loop stays free for network traffic. A scheduler gives the model thread to the
-connection that has used it least (start-time fair queueing by measured
-seconds), one unit of work at a time; a long prompt is many units, so it cannot
-hold back everyone else's verifies for longer than one chunk. Chunks are sized
-from the measured prefill cost to take about ``prefill_unit_s`` each while
-another connection has generations open, and are ``prefill_chunk`` long when
-the connection is alone (nobody waits on it then).
+connections that have used it least (start-time fair queueing by measured
+seconds): each turn runs one unit of work of up to ``max_batch`` runnable
+connections, and their forward requests (blocks to verify, prefill chunks,
+cloud-only tokens) are answered together by one ``Backend.forward_many``, a
+single batched forward on a backend that batches (llama.cpp with a KV sequence
+per session). The batch's time is charged to its connections by the tokens each
+evaluated. A long prompt is many units, so it cannot hold back everyone else's
+verifies for longer than one chunk. Chunks are sized from the measured cost
+per token to make a turn take about ``prefill_unit_s`` while another
+connection has generations open, and are ``prefill_chunk`` long when the
+connection is alone (nobody waits on it then).
 
 A connection is served only once it earns it: until its Welcome it may send
 nothing but one Hello, in a frame no larger than a Hello can be, within
@@ -37,14 +42,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from picospec.codec.errors import PicospecError, ProtocolError
+import numpy as np
+
+from picospec.codec.errors import ConfigError, PicospecError, ProtocolError
 from picospec.codec.framing import FrameParser, encode_frame
 from picospec.codec.messages import DraftBlock, Error, ErrorCode, Message, Start, Verdict
 from picospec.runtime.quic import Channel, Server, ServerTLS, TransportError, serve
 
-from .backend import Backend
+from .backend import Backend, Forward
 from .limits import MIN_PREFILL_CHUNK, GenerationBudget, Limits
 from .session import CloudSession
+from .target import Work
 
 log = logging.getLogger("picospec.cloud")
 
@@ -64,7 +72,11 @@ class ServiceStats:
     busy_seconds: float = 0.0
     """Wall time the model thread spent on sessions' work (model and verification)."""
     work_units: int = 0
-    """Calls into the sessions from the model thread (each runs at most one step)."""
+    """Units of sessions' work run on the model thread (each at most one step)."""
+    batches: int = 0
+    """Turns of the model thread (each runs one unit of up to max_batch connections)."""
+    batched_units: int = 0
+    """Units that shared their turn with another connection's."""
     generations_total: int = 0
     """Start messages received (each asks for one generation; refused ones included)."""
     drafted_tokens: int = 0
@@ -74,6 +86,8 @@ class ServiceStats:
     committed_tokens: int = 0
     """Tokens committed: accepted drafts, the cloud's own tokens (corrections,
     bonuses, cloud-only decoding) and the corrections edges sampled (split)."""
+    prefix_tokens: int = 0
+    """Prompt tokens not evaluated because the backend reused a shared prefix's KV."""
     bytes_in: int = 0
     """Stream bytes received from edges (after QUIC's decryption)."""
     bytes_out: int = 0
@@ -108,12 +122,21 @@ class VerifierService:
         token: bytes,
         name: str = "picospec",
         limits: Limits | None = None,
+        max_batch: int | None = None,
     ) -> None:
+        """max_batch: connections whose work shares one turn of the model thread,
+        their forwards batched into one (default: the backend's session limit when
+        it batches, else 1: one connection at a time)."""
         self.backend = backend
         self.token = token
         self.name = name
         self.limits = limits or Limits()
         self.stats = ServiceStats()
+        if max_batch is None:
+            max_batch = self.limits.max_generations if backend.batches else 1
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
         self.budget = GenerationBudget(self.limits.max_generations)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="picospec-model")
         self._backend_ids = itertools.count(1)  # one id space for every connection
@@ -262,38 +285,54 @@ class VerifierService:
             self._wake.set()
 
     async def _schedule(self) -> None:
-        """Give the model thread to the runnable connection that has used it least."""
+        """Give the model thread to the runnable connections that have used it least:
+        up to max_batch of them, whose units of work share each backend forward."""
         assert self._wake is not None
         while True:
-            ready = [c for c in self._conns if c.runnable]
+            ready = sorted((c for c in self._conns if c.runnable), key=lambda c: c.vtime)
             if not ready:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
             try:
-                await self._serve_one(min(ready, key=lambda c: c.vtime))
+                await self._serve(ready[: self.max_batch])
             except Exception:  # the scheduler must outlive any one connection
-                log.exception("the scheduler failed on a connection")
+                log.exception("the scheduler failed on a batch")
 
-    async def _serve_one(self, conn: _Conn) -> None:
-        """One unit of conn's work on the model thread, then its output."""
-        batch, conn.inbox, conn.queued = conn.inbox, [], 0
-        # short prefill units only help when another connection has work to interleave
-        alone = self.budget.open == conn.session.generations
-        conn.session.prefill_chunk = self.limits.prefill_chunk if alone else self.prefill_chunk
+    async def _serve(self, conns: list[_Conn]) -> None:
+        """One unit of each connection's work on the model thread (their forwards
+        batched), then their output. Each is charged the batch's time in
+        proportion to the tokens its forwards evaluated."""
+        inboxes = []
+        for conn in conns:
+            inboxes.append(conn.inbox)
+            conn.inbox, conn.queued = [], 0
+            # short prefill units only help when another connection has work to interleave
+            alone = self.budget.open == conn.session.generations
+            conn.session.prefill_chunk = self.limits.prefill_chunk if alone else self.prefill_chunk
         t0 = time.perf_counter()
-        out = await asyncio.get_running_loop().run_in_executor(
-            self._pool, self._process, conn, batch
+        outs, tokens = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._process, conns, inboxes
         )
         cost = time.perf_counter() - t0
-        if conn.session.last_prefill:
-            self._fit_prefill_chunk(conn.session.last_prefill, cost)
-        conn.vtime += cost
-        self._clock = max(self._clock, conn.vtime - cost)
-        self.stats.busy_seconds += cost
-        self.stats.work_units += 1
-        if conn.closing:
-            return
+        prefilled = sum(c.session.last_prefill for c in conns)
+        if prefilled:
+            self._fit_prefill_chunk(max(sum(tokens), prefilled), cost)
+        st = self.stats
+        st.busy_seconds += cost
+        st.work_units += len(conns)
+        st.batches += 1
+        st.batched_units += len(conns) if len(conns) > 1 else 0
+        total = sum(tokens)
+        for conn, out, n in zip(conns, outs, tokens, strict=True):
+            share = cost * (n / total if total else 1 / len(conns))
+            conn.vtime += share
+            self._clock = max(self._clock, conn.vtime - share)
+            if not conn.closing:
+                self._after(conn, out)
+
+    def _after(self, conn: _Conn, out: list[Message]) -> None:
+        """Send a unit's output; close or pause the connection if it must be."""
         self._send(conn, out)
         if conn.session.closed:
             conn.closing = True
@@ -324,21 +363,79 @@ class VerifierService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _process(self, conn: _Conn, batch: list[Message]) -> list[Message]:
-        """On the model thread: apply what arrived, then run one unit of work."""
-        session = conn.session
-        out: list[Message] = []
+    def _process(
+        self, conns: list[_Conn], inboxes: list[list[Message]]
+    ) -> tuple[list[list[Message]], list[int]]:
+        """On the model thread: apply what arrived to each session, then run one unit
+        of work of each, answering their forward requests together (one
+        ``forward_many`` per round). Returns each one's messages and the tokens
+        its forwards evaluated."""
+        outs: list[list[Message]] = [[] for _ in conns]
+        tokens = [0] * len(conns)
+        running: dict[int, tuple[Work[list[Message]], Forward]] = {}
+        for i, (conn, inbox) in enumerate(zip(conns, inboxes, strict=True)):
+            session = conn.session
+            try:
+                for m in inbox:
+                    outs[i] += session.receive(m)
+                if session.has_work:
+                    work = session.work()
+                    self._advance(i, work, None, running, outs)
+            except Exception as e:
+                self._broken(conn, e, outs[i])
+        while running:
+            order = sorted(running)
+            reqs = [running[i][1] for i in order]
+            try:
+                results: list[np.ndarray | BaseException] = list(self.backend.forward_many(reqs))
+            except Exception as e:  # the whole batch failed: each generation in it says so
+                results = [e] * len(reqs)
+            for i, req, result in zip(order, reqs, results, strict=True):
+                tokens[i] += len(req.tokens)
+                work = running.pop(i)[0]
+                try:
+                    self._advance(i, work, result, running, outs)
+                except Exception as e:
+                    self._broken(conns[i], e, outs[i])
+        for conn in conns:
+            self._log_failures(conn)
+            self.stats.prefix_tokens += conn.session.reused_tokens
+            conn.session.reused_tokens = 0
+        return outs, tokens
+
+    @staticmethod
+    def _advance(
+        i: int,
+        work: Work[list[Message]],
+        result: np.ndarray | BaseException | None,
+        running: dict[int, tuple[Work[list[Message]], Forward]],
+        outs: list[list[Message]],
+    ) -> None:
+        """Give work its forward's result (None: start it); it asks for its next
+        forward (kept in running) or finishes with its messages."""
         try:
-            for m in batch:
-                out += session.receive(m)
-            if session.has_work:
-                out += session.step()
-        except Exception as e:  # a bug in a session must not stop the server
-            log.exception("connection %s: the session failed", conn.ch.peer)
-            session.close()
-            why = f"the verifier failed: {type(e).__name__}: {e}"
-            out.append(Error(session=0, epoch=0, start=0, code=ErrorCode.INTERNAL, message=why))
-            session.refusals[ErrorCode.INTERNAL] += 1
+            if result is None:
+                req = next(work)
+            elif isinstance(result, BaseException):
+                req = work.throw(result)
+            else:
+                req = work.send(result)
+        except StopIteration as done:
+            outs[i] += done.value
+        else:
+            running[i] = (work, req)
+
+    @staticmethod
+    def _broken(conn: _Conn, e: Exception, out: list[Message]) -> None:
+        """A bug in a session must not stop the server: that connection ends."""
+        log.exception("connection %s: the session failed", conn.ch.peer, exc_info=e)
+        conn.session.close()
+        why = f"the verifier failed: {type(e).__name__}: {e}"
+        out.append(Error(session=0, epoch=0, start=0, code=ErrorCode.INTERNAL, message=why))
+        conn.session.refusals[ErrorCode.INTERNAL] += 1
+
+    def _log_failures(self, conn: _Conn) -> None:
+        session = conn.session
         for gen, exc in session.failures:
             self.stats.model_failures += 1
             log.error(
@@ -348,7 +445,6 @@ class VerifierService:
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
         session.failures.clear()
-        return out
 
     async def _resume_when_read(self, conn: _Conn) -> None:
         try:

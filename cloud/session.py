@@ -6,7 +6,9 @@ touches the backend. Model work is queued, and ``step()`` runs exactly one unit
 of it: opening a generation and evaluating one chunk of its prompt, a block's
 verification, the fast-verify precompute after a rejection, or one cloud-only
 token. The transport calls ``step()`` off its event loop while ``has_work``;
-no socket, clock or thread in here.
+no socket, clock or thread in here. ``work()`` is the same unit as a generator
+of forward requests (``cloud/target.py``), so a batching server can answer the
+units of many sessions with one backend forward.
 
 Each generation brings its own sampling parameters, scheme and K (in its
 Start) and is checked against the announced limits before it costs anything.
@@ -53,7 +55,7 @@ from picospec.codec.verify import verify_block
 
 from .backend import Backend
 from .limits import GenerationBudget, Limits
-from .target import TargetSequence, Verify
+from .target import TargetSequence, Verify, Work, drive
 
 _PROCESS_IDS = itertools.count(1)
 """Backend session ids for sessions built without an allocator of their own."""
@@ -129,6 +131,9 @@ class CloudSession:
         """Prompt tokens per prefill unit now (the server may shrink it to keep units short)."""
         self.last_prefill = 0
         """Prompt tokens the last ``step`` evaluated (0: it was not a prefill chunk)."""
+        self.reused_tokens = 0
+        """Prompt tokens whose KV the backend reused from a shared prefix (the driver
+        takes and resets it)."""
         self.context_size = backend.max_context
         self.prompt_limit = self.limits.prompt_limit(self.context_size)
         self._gens: dict[int, _Generation] = {}
@@ -267,6 +272,12 @@ class CloudSession:
 
     def step(self) -> list[Message]:
         """Run one unit of model work; returns the messages it produced."""
+        return drive(self.backend, self.work())
+
+    def work(self) -> Work[list[Message]]:
+        """One unit of model work (``step``) as a generator of forward requests;
+        an exception thrown into it at a request (a failed batch) ends that
+        generation as a failure in model work."""
         self.last_prefill = 0
         while self._ready:
             sid = self._ready.popleft()
@@ -287,8 +298,9 @@ class CloudSession:
                     self.backend, gen.backend_id, gen.sampling, gen.start.seed, self.verify_fn
                 )
                 gen.seq.start(gen.prompt)
+                self.reused_tokens += gen.seq.stats.reused
             try:
-                out = self._step(sid, gen)
+                out = yield from self._step(sid, gen)
             except (ProtocolError, ConfigError) as e:  # the edge asked for something impossible
                 return self._end_with(gen, None, ErrorCode.PROTOCOL, str(e), sid=sid)
             except Exception as e:  # model work must never take the server down
@@ -301,17 +313,17 @@ class CloudSession:
                 return out
         return []
 
-    def _step(self, sid: int, gen: _Generation) -> list[Message] | None:
+    def _step(self, sid: int, gen: _Generation) -> Work[list[Message] | None]:
         seq = gen.seq
         assert seq is not None
         if not gen.prefilled:
             self.last_prefill = min(seq.pending, self.prefill_chunk)
-            if not seq.prefill_step(self.prefill_chunk):
+            if not (yield from seq.prefill_work(self.prefill_chunk)):
                 self._ready.append(sid)  # more of the prompt; others get the model meanwhile
                 done = len(seq.tokens) - seq.pending
                 return [Progress(session=sid, epoch=gen.epoch, start=done)]
             gen.prefilled = True
-            first = seq.decode_one()
+            first = yield from seq.decode_work()
             if gen.cloud_only or gen.blocks:
                 self._ready.append(sid)
             out: list[Message] = [
@@ -320,13 +332,13 @@ class CloudSession:
             return out + self._maybe_done(sid, gen)
         if gen.cloud_only:
             pos = len(seq.tokens)
-            token = seq.decode_one()
+            token = yield from seq.decode_work()
             self._ready.append(sid)
             return [self._verdict(sid, gen, pos, token, 1), *self._maybe_done(sid, gen)]
         if gen.precompute:
             gen.precompute = False
-            seq.precompute()
-            return None if not gen.blocks else self._step(sid, gen)
+            yield from seq.precompute_work()
+            return None if not gen.blocks else (yield from self._step(sid, gen))
         while gen.blocks and gen.blocks[0].epoch < gen.epoch:
             gen.blocks.popleft()
         if not gen.blocks:
@@ -337,7 +349,7 @@ class CloudSession:
         if block.start != len(seq.tokens):
             raise ProtocolError(f"a block starts at {block.start}, expected {len(seq.tokens)}")
         before = seq.stats.forwards
-        out_ = seq.verify(
+        out_ = yield from seq.verify_work(
             block.start,
             list(block.tokens),
             q=block.q or None,

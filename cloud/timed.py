@@ -12,14 +12,15 @@ from __future__ import annotations
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from picospec.codec.errors import PicospecError
 from picospec.codec.sampling import SamplingParams
 from picospec.codec.vocab import VocabFingerprint
 
-from .backend import Backend
+from .backend import Backend, Forward
 
 
 class TimedBackend(Backend):
@@ -30,15 +31,18 @@ class TimedBackend(Backend):
         inner: Backend,
         *,
         limit: int = 100_000,
-        on_forward: Callable[[int, float], None] | None = None,
+        on_forward: Callable[[int, float, int], None] | None = None,
     ) -> None:
-        """limit: records kept (0: none); on_forward(tokens, seconds) is called after
-        every forward, on the thread that ran it (the service's metrics)."""
+        """limit: records kept (0: none); on_forward(tokens, seconds, sessions) is
+        called after every forward (a batched one counts once, with the tokens of
+        all its sessions), on the thread that ran it (the service's metrics)."""
         self.inner = inner
         self.on_forward = on_forward
         self.vocab_size = inner.vocab_size
         self.name = inner.name
         self.max_context = inner.max_context
+        self.batches = inner.batches
+        self.batch_note = inner.batch_note
         self.limit = limit
         self.records: list[tuple[int, float]] = []
         """(tokens evaluated, seconds) per forward, the transform of its rows included."""
@@ -56,6 +60,9 @@ class TimedBackend(Backend):
     def close(self, session: int) -> None:
         self.inner.close(session)
 
+    def reuse_prefix(self, session: int, tokens: Sequence[int]) -> int:
+        return self.inner.reuse_prefix(session, tokens)
+
     def _truncate(self, session: int, position: int) -> None:
         self.inner.truncate(session, position)
 
@@ -67,7 +74,25 @@ class TimedBackend(Backend):
         seconds = time.perf_counter() - t0
         self._add(len(tokens), seconds)
         if self.on_forward is not None:
-            self.on_forward(len(tokens), seconds)
+            self.on_forward(len(tokens), seconds, 1)
+        return out
+
+    def forward_many(self, requests: Sequence[Forward]) -> list[np.ndarray | PicospecError]:
+        if len(requests) == 1:
+            r = requests[0]
+            try:
+                return [self.forward(r.session, r.start, list(r.tokens), r.n_out)]
+            except PicospecError as e:
+                return [e]
+        t0 = time.perf_counter()
+        out = self.inner.forward_many(requests)
+        seconds = time.perf_counter() - t0
+        tokens = sum(
+            len(r.tokens) for r, o in zip(requests, out, strict=True) if isinstance(o, np.ndarray)
+        )
+        self._add(tokens, seconds)
+        if self.on_forward is not None:
+            self.on_forward(tokens, seconds, len(requests))
         return out
 
     def distributions(self, logits: np.ndarray, params: SamplingParams) -> np.ndarray:

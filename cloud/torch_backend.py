@@ -26,8 +26,12 @@ device is the float64 transform over the whole vocabulary. That is the default
 on CUDA; on the CPU the shared host transform is used unless
 ``device_transform=True``.
 
-Batching several sessions' verify passes into one forward is not implemented:
-every forward serves one session.
+Batching several sessions' forwards into one is not implemented: their pasts
+differ in length, so one batched forward needs either padded caches with
+per-row attention masks and positions (the padding costs what the batch saves
+at short blocks) or a paged, ragged KV cache (vLLM's design), which a
+``DynamicCache`` is not. Every forward serves one session (``batch_note``); the
+server then gives the model thread to one connection per turn.
 """
 
 from __future__ import annotations
@@ -82,6 +86,11 @@ DTYPES = ("bf16", "fp16", "fp32")
 
 class TorchBackend(VocabBackend):
     """A transformers causal LM with one KV cache per session (see the module docstring)."""
+
+    batch_note = (
+        "torch: one DynamicCache per session; sessions' pasts differ in length, so each "
+        "forward serves one session (batching needs a paged KV cache)"
+    )
 
     def __init__(
         self,

@@ -73,6 +73,8 @@ class GenerationResult:
     target_forwards: int
     blocks: list[tuple[int, int]]
     """(accepted, drafted) per verified block."""
+    verdict_ms: list[float]
+    """Milliseconds from sending each verified block to its verdict."""
     finished: str
     """Why it stopped: "max tokens", "end of text", "deadline", or what failed."""
     seconds: float = 0.0
@@ -427,6 +429,7 @@ class EdgeClient:
             bytes_down=self.bytes_down - run.down0,
             target_forwards=st.target_forwards,
             blocks=list(st.blocks),
+            verdict_ms=[round(1e3 * x, 3) for x in st.latencies],
             finished=run.finished,
             seconds=secs,
             drafted=len(run.steps),
@@ -460,6 +463,7 @@ class EdgeClient:
             bytes_down=0,
             target_forwards=0,
             blocks=[],
+            verdict_ms=[],
             finished=local.finished,
             seconds=secs,
             drafted=n,

@@ -143,6 +143,8 @@ class EdgeStats:
     """Target forward passes the cloud reported for this generation."""
     last_latency: float = 0.0
     """Seconds from sending the last verified block to its verdict."""
+    latencies: list[float] = field(default_factory=list)
+    """Seconds from sending each verified block to its verdict, in order."""
 
 
 @dataclass
@@ -318,6 +320,7 @@ class EdgeSession:
         self.stats.rounds += 1
         self.stats.accepted += a
         self.stats.last_latency = now - block.sent_at
+        self.stats.latencies.append(self.stats.last_latency)
         tokens = [d.token for d in block.drafts[:a]]
         token = msg.token
         if token is None and msg.p is not None:  # split: the edge samples the correction

@@ -351,8 +351,10 @@ def test_bench_gpu_tiny_runs_validates_and_writes_a_profile(tmp_path):
     assert isinstance(profile, CloudProfile) and len(profile.verify_ms) == 9
     assert "cpu" in profile.source and "fp32" in profile.source
     assert r["decode_tok_s"] > 0
+    assert sorted(r["batched_round_ms"]) == list(gpu.BATCHES)
+    assert profile.batched_round_ms == r["batched_round_ms"]
     text = gpu.render(r)
-    assert "gamma" in text and "decode" in text
+    assert "gamma" in text and "decode" in text and "B sessions" in text
 
 
 def test_bench_gpu_without_cuda_says_what_to_do():

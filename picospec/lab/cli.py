@@ -7,6 +7,7 @@ what it runs only when it runs, so building the parser loads no lab module.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -128,6 +129,32 @@ def _cmd_bench_gpu(args: argparse.Namespace) -> int:
         out=args.out,
     )
     print(json.dumps(result) if args.json else render(result))
+    return 0
+
+
+def _cmd_bench_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from picospec.lab.bench import serve
+
+    plan = serve.QUICK if args.quick else serve.Plan()
+    overrides = {"edges": serve.parse_edges(args.edges) if args.edges else None,
+                 "max_tokens": args.max_tokens, "generations": args.generations,
+                 "threads": args.threads}  # fmt: skip
+    plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
+    result = serve.run(plan, args.pair)
+    if args.json:
+        for line in serve.json_lines(result):
+            print(json.dumps(line))
+    else:
+        print(serve.render(result))
+    if args.out:
+        out = Path(args.out)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        serve.plot(result, out.with_suffix(".png"))
+    if result["violations"]:
+        print(f"picospec: {'; '.join(result['violations'])}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -281,6 +308,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     ba.add_argument("--json", action="store_true")
     ba.add_argument("--out", help="also write the JSON result to this file")
     ba.set_defaults(func=_cmd_bench_abuse)
+
+    bs = bench.add_parser(
+        "serve", help="N edges against one verifier: batched against unbatched verification"
+    )
+    bs.add_argument("--pair", default="smollm2")
+    bs.add_argument("--edges", help="concurrent edges to measure, e.g. 1,2,4,8,16 (the default)")
+    bs.add_argument("--max-tokens", type=int, help="tokens per generation (default 48)")
+    bs.add_argument("--generations", type=int, help="generations per edge per point (default 2)")
+    bs.add_argument("--threads", type=int, help="the verifier's llama.cpp threads (default 2)")
+    bs.add_argument("--quick", action="store_true", help="1 and 4 edges, short generations")
+    bs.add_argument("--json", action="store_true", help="one JSON object per (edges, scheduling)")
+    bs.add_argument("--out", help="also write the whole result (JSON) and a plot (.png) here")
+    bs.set_defaults(func=_cmd_bench_serve)
 
     bp = bench.add_parser("report", help="rewrite RESULTS.md and the plots from an e2e.json")
     bp.add_argument("results", help="an e2e.json written by `picospec bench e2e`")

@@ -176,7 +176,8 @@ class LlamaWeights:
 
 
 class LlamaContext:
-    """One evaluation context (its own KV cache) over shared weights."""
+    """One evaluation context over shared weights: its own KV cache, holding
+    n_seq sequences of up to n_ctx tokens each (their KV apart, never unified)."""
 
     def __init__(
         self,
@@ -185,19 +186,24 @@ class LlamaContext:
         n_ctx: int = 2048,
         n_batch: int = 512,
         threads: int | None = None,
+        n_seq: int = 1,
     ) -> None:
         lib = self._lib = weights._lib
+        if n_seq < 1:
+            raise ConfigError(f"a context holds at least one sequence, got n_seq={n_seq}")
         cparams = lib.llama_context_default_params()
-        cparams.n_ctx = n_ctx
+        cparams.n_ctx = n_ctx * n_seq
         cparams.n_batch = n_batch
         cparams.n_ubatch = n_batch
-        cparams.n_seq_max = 1
+        cparams.n_seq_max = n_seq
+        cparams.kv_unified = False
         cparams.n_threads = cparams.n_threads_batch = threads or default_threads()
         self._ctx = lib.llama_init_from_model(weights._model, cparams)
         if not self._ctx:
-            raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens")
+            raise ModelError(f"llama.cpp could not create a context of {n_seq} x {n_ctx} tokens")
         self.weights = weights  # keeps the model alive as long as the context
         self.n_ctx = n_ctx
+        self.n_seq = n_seq
         self.n_batch = n_batch
         self.vocab_size = weights.vocab_size
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
@@ -229,6 +235,42 @@ class LlamaContext:
             if status != 0:
                 raise ModelError(f"llama_decode failed with status {status}")
 
+    def decode_many(self, spans: Sequence[tuple[int, int, Sequence[int], int]]) -> list[np.ndarray]:
+        """Evaluate several sequences' tokens together: spans of (sequence, start,
+        tokens, n_out), packed into as few decode calls of n_batch tokens as they
+        fit. Returns a copy of float32[n_out, V] logits per span, after each of
+        its last n_out tokens. The sequences' KV stay apart (one seq id each)."""
+        entries: list[tuple[int, int, int, int, int]] = []  # seq, pos, token, span, row
+        out: list[np.ndarray] = []
+        for k, (seq, start, tokens, n_out) in enumerate(spans):
+            if not 0 <= seq < self.n_seq:
+                raise ConfigError(f"sequence {seq} is outside 0..{self.n_seq - 1}")
+            if not tokens or not 1 <= n_out <= len(tokens):
+                raise ConfigError(f"a span needs tokens and 1 <= n_out <= {len(tokens)}")
+            if start + len(tokens) > self.n_ctx:
+                raise ModelError(f"context full: {start + len(tokens)} tokens > n_ctx {self.n_ctx}")
+            first_out = len(tokens) - n_out
+            for i, t in enumerate(tokens):
+                entries.append((seq, start + i, t, k, i - first_out))
+            out.append(np.empty((n_out, self.vocab_size), dtype=np.float32))
+        b = self._batch
+        for lo in range(0, len(entries), self.n_batch):
+            chunk = entries[lo : lo + self.n_batch]
+            b.n_tokens = len(chunk)
+            for i, (seq, pos, t, _, row) in enumerate(chunk):
+                b.token[i] = t
+                b.pos[i] = pos
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seq
+                b.logits[i] = row >= 0
+            status = self._lib.llama_decode(self._ctx, b)
+            if status != 0:
+                raise ModelError(f"llama_decode failed with status {status}")
+            for i, (_, _, _, k, row) in enumerate(chunk):
+                if row >= 0:
+                    out[k][row] = self.logits(i)
+        return out
+
     def logits(self, i: int = -1) -> np.ndarray:
         """Zero-copy float32[V] view of the logits after token i of the last decode.
 
@@ -239,11 +281,20 @@ class LlamaContext:
             raise ModelError(f"no logits for output row {i}")
         return np.ctypeslib.as_array(ptr, shape=(self.vocab_size,))
 
-    def truncate(self, position: int) -> None:
-        """Forget every KV entry from position on (rollback)."""
+    def truncate(self, position: int, seq: int = 0) -> None:
+        """Forget every KV entry of a sequence from position on (rollback)."""
         mem = self._lib.llama_get_memory(self._ctx)
-        if not self._lib.llama_memory_seq_rm(mem, 0, position, -1):
+        if not self._lib.llama_memory_seq_rm(mem, seq, position, -1):
             raise ModelError(f"llama.cpp could not truncate the KV cache at {position}")
+
+    def copy_seq(self, src: int, dst: int) -> None:
+        """Make sequence dst hold what sequence src holds (its KV stream copied whole;
+        the copy happens at the next decode)."""
+        if src == dst or not (0 <= src < self.n_seq and 0 <= dst < self.n_seq):
+            raise ConfigError(f"cannot copy sequence {src} to {dst} of {self.n_seq}")
+        mem = self._lib.llama_get_memory(self._ctx)
+        self._lib.llama_memory_seq_rm(mem, dst, 0, -1)
+        self._lib.llama_memory_seq_cp(mem, src, dst, -1, -1)
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):

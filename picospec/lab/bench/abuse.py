@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import statistics
 import subprocess
@@ -48,7 +47,9 @@ from picospec.edge.client import EdgeClient
 from picospec.edge.drafter import Drafter
 from picospec.lab.link import LinkConfig, LinkRelay
 from picospec.runtime.models import prepare
-from picospec.runtime.quic import Channel, ClientTLS, TransportError, connect, generate_self_signed
+from picospec.runtime.quic import Channel, ClientTLS, TransportError, connect
+
+from .cloudproc import CloudProcess
 
 SCENARIOS = (
     "baseline",
@@ -77,50 +78,6 @@ class Plan:
 
 
 QUICK = Plan(repeats=2, max_tokens=12, flood_connections=3, idle=20)
-
-
-class _Server:
-    """``picospec cloud serve`` in a child process, on a free loopback port."""
-
-    def __init__(self, target: Path, tmp: Path) -> None:
-        self.token = secrets.token_hex(16)
-        self.pin = generate_self_signed(tmp / "cert.pem", tmp / "key.pem", host="localhost")
-        cmd = [
-            sys.executable, "-m", "picospec", "cloud", "serve", "--listen", "127.0.0.1:0",
-            "--model", str(target), "--cert", str(tmp / "cert.pem"), "--key", str(tmp / "key.pem"),
-            "--threads", "1", "--n-ctx", "2048", "--limit", "hello_timeout_s=5",
-            "--limit", "max_send_buffer=65536",
-        ]  # fmt: skip
-        env = dict(os.environ, PICOSPEC_TOKEN=self.token)
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if "serving" not in line:
-            self.proc.kill()
-            raise PicospecError(f"the cloud did not start: {line.strip() or 'no output'}")
-        host_port = line.rsplit(" on ", 1)[1].strip()
-        host, _, port = host_port.rpartition(":")
-        self.address = (host, int(port))
-
-    def memory(self) -> dict[str, int]:
-        """VmRSS and VmHWM of the server process, in bytes."""
-        out = {}
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    out[key] = int(value.split()[0]) * 1024
-        return out
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @dataclass(frozen=True)
@@ -250,7 +207,7 @@ def _start(session: int, prompt: list[int], max_new: int, mode: Mode) -> Start:
 class _Attacker:
     """One attack in a child process of its own (its CPU is not the edge's)."""
 
-    def __init__(self, name: str, srv: _Server, drafter: Path, plan: Plan) -> None:
+    def __init__(self, name: str, srv: CloudProcess, drafter: Path, plan: Plan) -> None:
         host, port = srv.address
         cmd = [
             sys.executable, "-m", "picospec.lab.bench.abuse", name, host, str(port), srv.pin,
@@ -272,7 +229,7 @@ class _Attacker:
 
 
 async def _measure(
-    srv: _Server, tls: ClientTLS, drafter: Drafter, prompt: list[int], plan: Plan
+    srv: CloudProcess, tls: ClientTLS, drafter: Drafter, prompt: list[int], plan: Plan
 ) -> list[dict[str, Any]]:
     client = EdgeClient(drafter)
     await client.connect(*srv.address, tls, token=srv.token.encode())
@@ -296,7 +253,7 @@ def run(plan: Plan = Plan(), pair: str = "smollm2") -> dict[str, Any]:
     rows = []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        srv = _Server(paths["target"], Path(tmp))
+        srv = CloudProcess(paths["target"], Path(tmp))
         tls = ClientTLS(pin_sha256=srv.pin)
         try:
             reference: list[int] | None = None
