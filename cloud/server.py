@@ -10,8 +10,11 @@ connections, and their forward requests (blocks to verify, prefill chunks,
 cloud-only tokens) are answered together by one ``Backend.forward_many``, a
 single batched forward on a backend that batches (llama.cpp with a KV sequence
 per session). The batch's time is charged to its connections by the tokens each
-evaluated. A long prompt is many units, so it cannot hold back everyone else's
-verifies for longer than one chunk. Chunks are sized from the measured cost
+evaluated, and a connection more than ``prefill_unit_s`` of model time ahead of
+the least-served runnable one sits a turn out: without that, a long prompt's
+chunk would ride along in every turn, and every verify would wait for it. A
+long prompt is many units, so it cannot hold back everyone else's verifies for
+longer than one chunk. Chunks are sized from the measured cost
 per token to make a turn take about ``prefill_unit_s`` while another
 connection has generations open, and are ``prefill_chunk`` long when the
 connection is alone (nobody waits on it then).
@@ -294,8 +297,12 @@ class VerifierService:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            # a connection that is a whole quantum ahead of the least-served one sits this
+            # turn out, so a long prompt cannot ride along in every batch
+            quantum = ready[0].vtime + self.limits.prefill_unit_s
+            turn = [c for c in ready if c.vtime <= quantum][: self.max_batch]
             try:
-                await self._serve(ready[: self.max_batch])
+                await self._serve(turn)
             except Exception:  # the scheduler must outlive any one connection
                 log.exception("the scheduler failed on a batch")
 

@@ -353,7 +353,12 @@ class EdgeClient:
             run.steps.append(time.perf_counter() - t_step)
             elapsed = time.perf_counter() - drafting_since
             if len(partial) >= n or sess.send_early(len(partial), elapsed):
-                self._send(sess.block(partial, time.perf_counter()))
+                try:
+                    self._send(sess.block(partial, time.perf_counter()))
+                except TransportError as e:  # the same loss the reader reports, seen first here
+                    self.lost = self.lost or str(e)
+                    await self._apply(sess, run, sess.connection_lost(self.lost), on_tokens)
+                    return
                 partial = []
 
     async def _next_message(self, reply_timeout: float, deadline: float | None) -> Message | None:
