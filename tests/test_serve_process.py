@@ -156,7 +156,9 @@ def test_edge_serve_with_openai_curl_systemd_notifications_an_outage_and_sigterm
         with pytest.raises(openai.BadRequestError) as bad:
             await oa.chat.completions.create(model=model, messages=[], max_tokens=4)
         out["bad"] = bad.value
-        body = json.dumps({"model": model, "messages": CHAT, "max_tokens": 8, "stream": True})
+        body = json.dumps(
+            {"model": model, "messages": CHAT, "max_tokens": 8, "stream": True, "temperature": 0}
+        )
         out["curl_stream"] = await curl(
             "-N", "-H", "Content-Type: application/json", "-d", body, f"{base}/v1/chat/completions"
         )
