@@ -53,6 +53,7 @@ from picospec.codec.messages import DraftBlock, Error, ErrorCode, Message, Start
 from picospec.runtime.quic import Channel, Server, ServerTLS, TransportError, serve
 
 from .backend import Backend, Forward
+from .led import ForwardCosts
 from .limits import MIN_PREFILL_CHUNK, GenerationBudget, Limits
 from .session import CloudSession
 from .target import Work
@@ -149,6 +150,10 @@ class VerifierService:
         self._scheduler: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_token = 0.0  # measured seconds per prefill token (EWMA)
+        self.costs = ForwardCosts()
+        """Measured seconds of a forward by size, from which cloud-led generations
+        choose how many drafts a forward takes (a batch's time is shared among its
+        requests in proportion to their tokens)."""
         self.draining = False
         """True once drain() began: new connections and generations are refused."""
         self.prefill_chunk = min(self.limits.prefill_chunk, MIN_PREFILL_CHUNK)
@@ -193,6 +198,7 @@ class VerifierService:
             budget=self.budget,
             backend_ids=self._backend_ids,
             refusals=self.stats.refusals,
+            forward_cost=self.costs,
         )
         conn = _Conn(ch, session, FrameParser.hello_only())
         try:
@@ -393,10 +399,15 @@ class VerifierService:
         while running:
             order = sorted(running)
             reqs = [running[i][1] for i in order]
+            t0 = time.perf_counter()
             try:
                 results: list[np.ndarray | BaseException] = list(self.backend.forward_many(reqs))
             except Exception as e:  # the whole batch failed: each generation in it says so
                 results = [e] * len(reqs)
+            else:
+                seconds, total = time.perf_counter() - t0, sum(len(r.tokens) for r in reqs)
+                for r in reqs:
+                    self.costs.observe(len(r.tokens), seconds * len(r.tokens) / max(total, 1))
             for i, req, result in zip(order, reqs, results, strict=True):
                 tokens[i] += len(req.tokens)
                 work = running.pop(i)[0]

@@ -49,11 +49,12 @@ from picospec.codec.messages import (
     Welcome,
 )
 from picospec.codec.sampling import Sampling
-from picospec.codec.scheme import Mode
+from picospec.codec.scheme import LED_SCHEMES, Mode
 from picospec.codec.sparse import Q_ONE
 from picospec.codec.verify import verify_block
 
 from .backend import Backend
+from .led import DraftLimit, DraftStore, ForwardCost, LedPolicy
 from .limits import GenerationBudget, Limits
 from .target import TargetSequence, Verify, Work, drive
 
@@ -75,6 +76,10 @@ class _Generation:
     blocks: deque[DraftBlock] = field(default_factory=deque)
     precompute: bool = False
     prefilled: bool = False
+    drafts: DraftStore | None = None
+    """``cloud-led``: the drafts that arrived for the positions after the committed ones."""
+    policy: LedPolicy | None = None
+    """``cloud-led``: how many of them a forward takes."""
 
     @property
     def cloud_only(self) -> bool:
@@ -99,6 +104,7 @@ class CloudSession:
         backend_ids: Iterator[int] | None = None,
         refusals: Counter[ErrorCode] | None = None,
         verify_fn: Verify = verify_block,
+        forward_cost: ForwardCost | None = None,
     ) -> None:
         """budget: generations open on the whole server (shared by every
         connection; default: this session's own). backend_ids: where backend
@@ -107,7 +113,9 @@ class CloudSession:
         iterator instead (share one per backend; default: a counter shared by the
         whole process). refusals: counts every Error sent, by code (share one to
         count a whole server). verify_fn: the verification maths (the simulator
-        passes an oracle)."""
+        passes an oracle). forward_cost: measured seconds of a forward by size, from
+        which a ``cloud-led`` generation chooses how many drafts a forward takes
+        (None: every draft waiting)."""
         self.backend = backend
         self.limits = limits or Limits()
         self.budget = budget or GenerationBudget(self.limits.max_generations)
@@ -116,6 +124,7 @@ class CloudSession:
         self.server_name = server_name
         self.refusals: Counter[ErrorCode] = Counter() if refusals is None else refusals
         self.verify_fn = verify_fn
+        self.forward_cost = forward_cost
         self.hello: Hello | None = None
         self.closed = False
         self.refused = 0
@@ -211,7 +220,11 @@ class CloudSession:
             why = self.budget.closed or f"the server runs {self.budget.open} generations, its limit"
             return [self._error(msg, ErrorCode.BUSY, why)]
         self.started += 1
-        self._gens[msg.session] = _Generation(msg, sampling, next(self._backend_ids))
+        gen = _Generation(msg, sampling, next(self._backend_ids))
+        if msg.mode is Mode.CLOUD_LED:
+            gen.drafts = DraftStore(lim.max_depth * lim.max_block)
+            gen.policy = LedPolicy(self.forward_cost, horizon=lim.max_block)
+        self._gens[msg.session] = gen
         self._ready.append(msg.session)
         return []
 
@@ -237,6 +250,11 @@ class CloudSession:
             )
         if msg.k > lim.max_k:
             return ErrorCode.LIMIT, f"k {msg.k} is over max_k ({lim.max_k})"
+        if msg.mode is Mode.CLOUD_LED and msg.scheme not in LED_SCHEMES:
+            return ErrorCode.PARAMS, (
+                f"mode cloud-led runs under the {' or '.join(s.value for s in LED_SCHEMES)} "
+                f"scheme, not {msg.scheme.value}"
+            )
         return None
 
     def _block(self, gen: _Generation, msg: DraftBlock) -> list[Message]:
@@ -253,6 +271,15 @@ class CloudSession:
         if len(msg.tokens) > lim.max_block:
             why = f"a block of {len(msg.tokens)} drafts is over max_block ({lim.max_block})"
             return self._end_with(gen, msg, ErrorCode.LIMIT, why)
+        if gen.drafts is not None:
+            committed = gen.seq.tokens if gen.seq is not None else gen.prompt
+            try:
+                gen.drafts.add(msg, committed)
+            except ProtocolError as e:
+                return self._end_with(gen, msg, ErrorCode.PROTOCOL, str(e))
+            except DraftLimit as e:
+                return self._end_with(gen, msg, ErrorCode.LIMIT, str(e))
+            return []  # the generation is queued already: it decodes continuously
         if len(gen.blocks) >= lim.max_depth:
             why = f"more than max_depth ({lim.max_depth}) blocks queued"
             return self._end_with(gen, msg, ErrorCode.LIMIT, why)
@@ -324,7 +351,7 @@ class CloudSession:
                 return [Progress(session=sid, epoch=gen.epoch, start=done)]
             gen.prefilled = True
             first = yield from seq.decode_work()
-            if gen.cloud_only or gen.blocks:
+            if gen.start.mode.cloud_decodes or gen.blocks:
                 self._ready.append(sid)
             out: list[Message] = [
                 self._verdict(sid, gen, len(gen.prompt), first, seq.stats.forwards)
@@ -335,6 +362,8 @@ class CloudSession:
             token = yield from seq.decode_work()
             self._ready.append(sid)
             return [self._verdict(sid, gen, pos, token, 1), *self._maybe_done(sid, gen)]
+        if gen.drafts is not None:
+            return (yield from self._led_step(sid, gen, seq))
         if gen.precompute:
             gen.precompute = False
             yield from seq.precompute_work()
@@ -376,6 +405,37 @@ class CloudSession:
             p_exact=out_.p_exact,
         )
         return [verdict, *self._maybe_done(sid, gen, since=block.start)]
+
+    def _led_step(self, sid: int, gen: _Generation, seq: TargetSequence) -> Work[list[Message]]:
+        """One ``cloud-led`` forward: the cloud's next token, with as many of the
+        waiting drafts before it as the policy takes."""
+        store, policy = gen.drafts, gen.policy
+        assert store is not None and policy is not None
+        at = len(seq.tokens)
+        policy.record_checks(store.advance(seq.tokens))
+        room = gen.start.max_new_tokens - (at - len(gen.prompt)) - 1
+        drafts = store.ready(at)[: max(0, room)]
+        m = policy.choose(len(drafts))
+        epoch, before = store.epoch, seq.stats.forwards
+        if m:
+            out = yield from seq.verify_work(at, drafts[:m], bonus=True)
+            accepted, token = out.accepted, out.token
+            policy.record(m, accepted)
+            if token is None:
+                raise ProtocolError("a cloud-led forward decided no token of its own")
+        else:
+            accepted, token = 0, (yield from seq.decode_work())
+        store.advance(seq.tokens)  # the taken drafts, and a disagreement kills the chain
+        self._ready.append(sid)
+        verdict = Verdict(
+            session=sid,
+            epoch=max(epoch, 0),
+            start=at,
+            accepted=accepted,
+            token=token,
+            target_forwards=seq.stats.forwards - before,
+        )
+        return [verdict, *self._maybe_done(sid, gen, since=at)]
 
     def _maybe_done(self, sid: int, gen: _Generation, since: int | None = None) -> list[Message]:
         """End a generation the cloud knows is complete (max tokens, or an end token

@@ -13,7 +13,12 @@ greedy     id                             accepted count + one token           t
 
 Modes: ``pipeline`` (PicoSpec: several draft blocks in flight), ``sync``
 (stop-and-wait speculative decoding), ``cloud-only`` (the target decodes alone
-and streams) and ``edge-only`` (the drafter alone, no cloud). Both travel in a
+and streams), ``edge-only`` (the drafter alone, no cloud) and ``cloud-led``
+(the target decodes continuously, as in cloud-only, and every forward also
+takes the drafts that have arrived for the positions right after what it has
+committed; the edge drafts ahead of the cloud's frontier; ``gumbel`` and
+``greedy`` only, where a draft counts exactly when it equals the cloud's own
+token, so the output is the cloud-only output for the seed). Both travel in a
 generation's Start as one byte each.
 """
 
@@ -67,8 +72,19 @@ class Mode(_WireEnum):
     SYNC = "sync"
     CLOUD_ONLY = "cloud-only"
     EDGE_ONLY = "edge-only"
+    CLOUD_LED = "cloud-led"
 
     @property
     def speculative(self) -> bool:
         """The edge drafts and the cloud verifies."""
-        return self in (Mode.PIPELINE, Mode.SYNC)
+        return self in (Mode.PIPELINE, Mode.SYNC, Mode.CLOUD_LED)
+
+    @property
+    def cloud_decodes(self) -> bool:
+        """The cloud decodes on its own, without waiting for drafts."""
+        return self in (Mode.CLOUD_ONLY, Mode.CLOUD_LED)
+
+
+LED_SCHEMES = (Scheme.GUMBEL, Scheme.GREEDY)
+"""The schemes ``cloud-led`` runs under: a draft is accepted exactly when it
+equals the cloud's own token, whatever the timing."""

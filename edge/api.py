@@ -54,6 +54,7 @@ from .config import FALLBACKS, EdgeConfig
 from .local import generate_local
 from .metrics import EdgeMetrics
 from .model import DraftModel
+from .plan import parse_mode
 from .text import StopMatcher, TextStream
 
 T = TypeVar("T")
@@ -120,7 +121,8 @@ class _Request:
     sampling: Sampling
     seed: int
     max_new: int
-    mode: Mode
+    mode: Mode | None
+    """None: auto (``edge/plan.py`` chooses per generation)."""
     fallback: str
     stop: tuple[str, ...]
     gamma: int
@@ -308,8 +310,8 @@ class AsyncEdge:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ConfigError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
         params = SamplingParams(temperature, top_k, top_p, min_p)
-        name = self.config.mode if mode in (None, "auto") else mode
-        if mode in (None, "auto") and not self.config.cloud:
+        name = self.config.mode if mode is None else mode
+        if parse_mode(name) is None and not self.config.cloud:
             name = Mode.EDGE_ONLY.value  # no cloud configured: the drafter alone
         fb = fallback or self.config.fallback
         if fb not in FALLBACKS:
@@ -326,7 +328,7 @@ class AsyncEdge:
                 sampling=Sampling.of(params, scheme, k),
                 seed=secrets.randbits(64) if seed is None else seed,
                 max_new=max_tokens,
-                mode=Mode.parse(name),
+                mode=parse_mode(name),
                 fallback=fb,
                 stop=stops,
                 gamma=gamma,
@@ -396,6 +398,7 @@ class AsyncEdge:
         shown: list[str] = []
         tally = _Tally()
         first = [0.0]
+        chosen = [req.mode.value if req.mode is not None else "auto"]  # the mode that ran
 
         def on_tokens(tokens: list[int], verified: bool) -> bool:
             committed.extend(tokens)
@@ -419,7 +422,7 @@ class AsyncEdge:
                 finish_reason=finish,
                 verified_tokens=counts[True],
                 local_tokens=counts[False],
-                mode=req.mode.value,
+                mode=chosen[0],
                 seed=req.seed,
                 prompt_tokens=len(req.prompt),
                 stats={
@@ -473,6 +476,7 @@ class AsyncEdge:
                     continue
                 tally.add(res)
                 self._observe(res, m)
+                chosen[0] = res.mode
                 finish = _FINISH.get(res.finished, "stop")
                 continue
             local_only = req.mode is Mode.EDGE_ONLY or link is None or cloud_failed

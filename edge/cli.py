@@ -15,6 +15,7 @@ from picospec.runtime.netargs import auth_token, host_port
 
 from .client import EdgeClient, GenerationError, GenerationResult
 from .drafter import Drafter
+from .plan import parse_mode
 from .text import TextStream
 
 
@@ -57,11 +58,11 @@ def _generate(args: argparse.Namespace) -> int:
     from picospec.runtime.models import prepare
     from picospec.runtime.quic import ClientTLS
 
-    mode = Mode.parse(args.mode)
+    mode = parse_mode(args.mode)
     params = SamplingParams(args.temperature, args.top_k, args.top_p, args.min_p)
     sampling = Sampling.of(params, args.scheme, args.k, allow_inexact=args.allow_inexact)
     if mode is not Mode.EDGE_ONLY and not args.cloud:
-        raise ConfigError(f"--cloud HOST:PORT is needed for mode {mode.value}")
+        raise ConfigError(f"--cloud HOST:PORT is needed for mode {args.mode}")
     path = args.drafter or str(prepare(args.pair)["drafter"])
     drafter = Drafter.open(path, n_ctx=args.n_ctx, threads=args.threads, gpu_layers=args.gpu_layers)
     w = drafter.ctx.weights
@@ -96,6 +97,7 @@ def _generate(args: argparse.Namespace) -> int:
             print(
                 f"\n[{res.mode}/{res.scheme}] {res.n_tokens} tokens, {res.tok_per_s:.1f} tok/s, "
                 f"accept len {res.mean_accept_len:.2f}, seed {res.seed}, {res.finished}"
+                + (f"\n[{res.plan}]" if res.plan else "")
             )
     return 0
 
@@ -154,7 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--top-p", type=float, default=1.0)
     g.add_argument("--min-p", type=float, default=0.0)
     g.add_argument("--seed", type=int, default=None, help="default: a fresh random seed")
-    g.add_argument("--mode", default="pipeline", help=", ".join(m.value for m in Mode))
+    g.add_argument("--mode", default="auto", help="auto, " + ", ".join(m.value for m in Mode))
     g.add_argument("--scheme", help="sparse-q, split, gumbel, greedy (default: by temperature)")
     g.add_argument(
         "--allow-inexact",
@@ -191,7 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--listen", help="HOST:PORT of the HTTP service (default 127.0.0.1:8080)")
     v.add_argument("--unix-socket", help="listen on this unix socket instead")
     v.add_argument("--api-key-file", help="require the bearer key in this file")
-    v.add_argument("--mode", help="default mode: " + ", ".join(m.value for m in Mode))
+    v.add_argument("--mode", help="default mode: auto, " + ", ".join(m.value for m in Mode))
     v.add_argument("--fallback", help="default fallback: local, wait or fail")
     v.add_argument("--queue-size", type=int, help="requests that may wait for the drafter")
     v.add_argument("--name", help="how this edge introduces itself to the cloud")

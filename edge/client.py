@@ -34,7 +34,8 @@ from picospec.runtime.quic import Channel, ClientTLS, TransportError, connect
 
 from .local import LocalRun, generate_local
 from .model import DraftModel
-from .session import Committed, EdgeSession, Event, Failed, Finished, Resume, fit
+from .plan import Estimates, Plan, choose, parse_mode
+from .session import Committed, EdgeSession, Event, Failed, Finished, Resume, fit, surviving
 from .text import detokenize
 
 T = TypeVar("T")
@@ -86,6 +87,13 @@ class GenerationResult:
     drafter_prefill_ms: float = 0.0
     """The drafter's forward over the prompt (run while the cloud computes the first
     token, so it costs time only when it takes longer than that round trip)."""
+    plan: str = ""
+    """With ``mode="auto"``: the mode chosen and why, in one line."""
+    gamma: int = 0
+    depth: int = 0
+    """The block size and depth the generation ran with (after auto and the cloud's limits)."""
+    chains: list[tuple[int, int]] = field(default_factory=list)
+    """cloud-led: (matched, checked) of each chain of drafts (``EdgeStats.chains``)."""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -148,6 +156,8 @@ class EdgeClient:
         self._next_session = 1
         self.bytes_up = self.bytes_down = 0
         self.welcome: Welcome | None = None
+        self.estimates = Estimates()
+        """What auto plans from: this client's measurements of its drafter, link and cloud."""
         self.lost = ""
 
     async def connect(
@@ -165,6 +175,7 @@ class EdgeClient:
         respects."""
         self._ch = await connect(host, port, tls, handshake_timeout=timeout)
         self._reader = asyncio.create_task(self._read())
+        sent = time.perf_counter()
         self._send(
             Hello(
                 session=0,
@@ -183,6 +194,9 @@ class EdgeClient:
             ) from None
         if isinstance(reply, Welcome):
             self.welcome = reply
+            # a new connection may take another path: its round trip replaces the last
+            self.estimates.rtt = None
+            self.estimates.add_rtt(self._ch.min_rtt or time.perf_counter() - sent)
             return reply
         if isinstance(reply, Error):
             raise EdgeError(f"the cloud refused the handshake: {reply.message}")
@@ -223,7 +237,7 @@ class EdgeClient:
         sampling: Sampling | None = None,
         seed: int | None = None,
         max_new_tokens: int = 64,
-        mode: Mode | str = Mode.PIPELINE,
+        mode: Mode | str | None = Mode.PIPELINE,
         gamma: int = 4,
         depth: int = 3,
         early_send: bool = False,
@@ -240,10 +254,28 @@ class EdgeClient:
         cloud cannot take is refused before anything is sent. reply_timeout: the
         longest wait for the cloud. deadline: a time on the event loop's clock
         when the generation stops with what it has (finished "deadline").
+        mode ``"auto"`` (or None): the mode, gamma and depth ``edge/plan.py``
+        chooses from what this client measured so far (``result.plan`` says why).
         Raises GenerationError (with the committed tokens) when it cannot finish.
         """
-        mode = Mode.parse(mode)
         sampling = sampling or Sampling.of(SamplingParams(temperature=0.0))
+        plan: Plan | None = None
+        fixed = parse_mode(mode)
+        if fixed is None:
+            if self.welcome is None:
+                raise EdgeError("not connected: call connect() first")
+            if self._ch is not None and self._ch.min_rtt is not None:
+                self.estimates.rtt = self._ch.min_rtt  # QUIC's, refined by every ack
+            plan = choose(
+                sampling.scheme,
+                self.estimates,
+                gamma=gamma,
+                depth=depth,
+                max_block=self.welcome.max_block,
+                n_tokens=max_new_tokens,
+            )
+            fixed, gamma, depth = plan.mode, plan.gamma, plan.depth
+        mode = fixed
         seed = secrets.randbits(64) if seed is None else seed
         d = self.drafter
         if len(prompt) + max_new_tokens > d.n_ctx and mode is not Mode.CLOUD_ONLY:
@@ -294,16 +326,16 @@ class EdgeClient:
         except Exception as e:
             why = str(e) or type(e).__name__
             self._end(sess, why)
-            result = self._result(sess, run)
+            result = self._result(sess, run, plan)
             result.finished = why
             raise GenerationError(why, result) from e
         if run.failed:
             self._end(sess, run.failed)
-            result = self._result(sess, run)
+            result = self._result(sess, run, plan)
             raise GenerationError(run.failed, result, sess.error_code)
         early = run.finished in ("deadline", "stopped")
         self._end(sess, run.finished if early else "")
-        return self._result(sess, run)
+        return self._result(sess, run, plan)
 
     def _drop_stale(self) -> None:
         """Forget verdicts of earlier generations still in the inbox (keep a loss)."""
@@ -321,6 +353,7 @@ class EdgeClient:
     ) -> None:
         d, loop = self.drafter, asyncio.get_running_loop()
         partial: list[DraftToken] = []
+        partial_at = 0  # the position of partial[0]
         drafting_since = 0.0
         while not sess.done:
             while not sess.done and (sess.want() == 0 or not self._inbox.empty()):
@@ -336,8 +369,9 @@ class EdgeClient:
                     continue  # a late message of an earlier generation on this connection
                 else:
                     events = sess.receive(msg, time.perf_counter())
-                if await self._apply(sess, run, events, on_tokens):
-                    partial = []
+                partial, partial_at = await self._apply(
+                    sess, run, events, on_tokens, partial, partial_at
+                )
                 if run.finished == "stopped":
                     return
             if sess.done:
@@ -348,6 +382,7 @@ class EdgeClient:
             n = sess.want()
             if not partial:
                 drafting_since = time.perf_counter()
+                partial_at = sess.tail
             t_step = time.perf_counter()
             partial += await self._call(d.draft, 1)
             run.steps.append(time.perf_counter() - t_step)
@@ -357,7 +392,7 @@ class EdgeClient:
                     self._send(sess.block(partial, time.perf_counter()))
                 except TransportError as e:  # the same loss the reader reports, seen first here
                     self.lost = self.lost or str(e)
-                    await self._apply(sess, run, sess.connection_lost(self.lost), on_tokens)
+                    await self._apply(sess, run, sess.connection_lost(self.lost), on_tokens, [], 0)
                     return
                 partial = []
 
@@ -377,9 +412,12 @@ class EdgeClient:
         run: _Run,
         events: list[Event],
         on_tokens: OnTokens | None,
-    ) -> bool:
-        """Carry out the session's events; True when the drafter was rolled back."""
-        d, resumed = self.drafter, False
+        partial: list[DraftToken],
+        partial_at: int,
+    ) -> tuple[list[DraftToken], int]:
+        """Carry out the session's events; returns the drafts not yet sent that are
+        still valid, and the position of the first (none after a rollback)."""
+        d = self.drafter
         for ev in events:
             if isinstance(ev, Committed):
                 if not run.ttft:
@@ -390,15 +428,19 @@ class EdgeClient:
                         await self._call(d.begin, ctx, sess.seed, sess.sampling)
                 if on_tokens and on_tokens(list(ev.tokens)):
                     run.finished = "stopped"
-                    return resumed
+                    return partial, partial_at
             elif isinstance(ev, Resume):
-                await self._call(_resume, d, ev.position, ev.token)
-                resumed = True
+                kept = surviving(ev, partial_at, partial)
+                if kept is None:
+                    await self._call(_resume, d, ev.position, ev.token)
+                    partial = []
+                else:
+                    partial, partial_at = kept, partial_at + 1
             elif isinstance(ev, Finished):
                 run.finished = ev.reason
             elif isinstance(ev, Failed):
                 run.failed = run.finished = ev.message
-        return resumed
+        return partial, partial_at
 
     def _end(self, sess: EdgeSession, why: str) -> None:
         """Tell the cloud the generation is over (Bye), or abandoned (Cancel)."""
@@ -410,11 +452,27 @@ class EdgeClient:
         except TransportError:
             pass
 
-    def _result(self, sess: EdgeSession, run: _Run) -> GenerationResult:
+    def _learn(self, sess: EdgeSession, run: _Run, secs: float) -> None:
+        """Feed what this generation measured into the estimates auto plans from."""
+        est, st, n = self.estimates, sess.stats, len(sess.generated)
+        if run.steps:
+            est.add_draft(statistics.median(run.steps))
+        if sess.mode.cloud_decodes and n > 1 and run.ttft:
+            forwards = max(1, st.target_forwards - 1)  # the prefill's forward made token one
+            est.add_decode((secs - run.ttft) / min(forwards, n - 1))
+        if sess.mode in (Mode.PIPELINE, Mode.SYNC):
+            for (_, drafted), latency in zip(st.blocks, st.latencies, strict=True):
+                est.add_verify(drafted + 1, latency)
+            est.add_blocks(sess.scheme, st.blocks)
+        elif sess.mode is Mode.CLOUD_LED:
+            est.add_blocks(sess.scheme, st.chains)
+
+    def _result(self, sess: EdgeSession, run: _Run, plan: Plan | None = None) -> GenerationResult:
         secs = time.perf_counter() - run.t0
         n = len(sess.generated)
         st = sess.stats
         step = sum(run.steps) / len(run.steps) if run.steps else 0.0
+        self._learn(sess, run, secs)
         return GenerationResult(
             text=self.text(sess.generated),
             token_ids=list(sess.generated),
@@ -440,6 +498,10 @@ class EdgeClient:
             drafted=len(run.steps),
             draft_ms=1e3 * step,
             drafter_prefill_ms=1e3 * run.prefill_s,
+            plan="" if plan is None else plan.reason,
+            gamma=sess.gamma,
+            depth=sess.depth,
+            chains=list(st.chains),
         )
 
     def text(self, tokens: list[int]) -> str:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from picospec.codec.errors import ConfigError
-from picospec.codec.scheme import Mode
 from picospec.runtime.netargs import token_from
 from picospec.runtime.tomlconfig import load_sections, overridden
+
+from .plan import parse_mode
 
 FALLBACKS = ("local", "wait", "fail")
 """What a generation does when the cloud is unreachable or lost: continue on the
@@ -52,8 +53,9 @@ class EdgeConfig:
     """Drafter layers a GPU build of llama.cpp offloads (-1: all; a Jetson's CUDA)."""
     n_ctx: int = 2048
     """Drafter context tokens (prompt and generated)."""
-    mode: str = "pipeline"
-    """Default mode of a generation: pipeline, sync, cloud-only or edge-only."""
+    mode: str = "auto"
+    """Default mode of a generation: auto (chosen from what the edge measured),
+    pipeline, sync, cloud-only, cloud-led or edge-only."""
     fallback: str = "local"
     """Default fallback: local, wait or fail."""
     queue_size: int = 8
@@ -70,7 +72,7 @@ class EdgeConfig:
     """[serve] a file holding a bearer key the HTTP service then requires."""
 
     def __post_init__(self) -> None:
-        Mode.parse(self.mode)
+        parse_mode(self.mode)
         if self.fallback not in FALLBACKS:
             raise ConfigError(
                 f"fallback must be one of {', '.join(FALLBACKS)}, got {self.fallback!r}"

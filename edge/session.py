@@ -11,6 +11,15 @@ one). Block boundaries therefore depend only on earlier outcomes, never on
 timing, and neither does any token. ``cloud-only`` drafts nothing: the cloud
 decodes alone and the session only commits what it streams.
 
+In ``cloud-led`` the cloud decodes continuously and takes the drafts waiting
+for its next positions into its forwards (``cloud/led.py``); the edge drafts up
+to ``gamma * depth`` tokens ahead of what is committed, in blocks of ``gamma``,
+and every verdict commits its accepted drafts plus the cloud's own token. A
+verdict that agrees with the drafts sent leaves them in flight; one that
+contradicts them (a rollback) or outruns them starts a new chain: a new epoch,
+and the drafter resumes after the cloud's token. Which drafts the cloud took
+depends on timing; the tokens do not.
+
 No sockets, no clock, no model: the driver feeds messages and ``now``, drafts
 what ``want()`` asks for, applies the returned events to its drafter, and sends
 ``bye()`` or ``cancel()`` when the generation ends. The network client, the
@@ -40,7 +49,7 @@ from picospec.codec.messages import (
 )
 from picospec.codec.rng import KeyedRandom
 from picospec.codec.sampling import Sampling
-from picospec.codec.scheme import Mode, Scheme
+from picospec.codec.scheme import LED_SCHEMES, Mode, Scheme
 from picospec.codec.sparse import Q_ONE
 from picospec.codec.verify import split_correction
 
@@ -62,6 +71,18 @@ class Resume:
 
     position: int
     token: int
+
+
+def surviving(
+    ev: Resume, partial_at: int, partial: Sequence[DraftToken]
+) -> list[DraftToken] | None:
+    """The drafts not yet sent (at positions partial_at..) that a Resume leaves
+    valid: when the decided token is the first of them, the drafter already holds
+    it and the rest follow it, so neither a rollback nor a push is needed (cloud-led,
+    when the cloud commits past what was sent). None: carry out the Resume."""
+    if partial and ev.position == partial_at and partial[0].token == ev.token:
+        return list(partial[1:])
+    return None
 
 
 @dataclass(frozen=True)
@@ -145,6 +166,9 @@ class EdgeStats:
     """Seconds from sending the last verified block to its verdict."""
     latencies: list[float] = field(default_factory=list)
     """Seconds from sending each verified block to its verdict, in order."""
+    chains: list[tuple[int, int]] = field(default_factory=list)
+    """cloud-led: (matched, checked) of every chain of drafts that ended: checked
+    is matched + 1 when the cloud contradicted it, matched when the cloud outran it."""
 
 
 @dataclass
@@ -171,6 +195,9 @@ class EdgeSession:
     """The code of the Error the cloud ended the generation with, if it did."""
     _inflight: deque[_Block] = field(default_factory=deque)
     _correction: int | None = None  # split: decided on the edge, travels with the next block
+    _led: deque[_Block] = field(default_factory=deque)
+    """cloud-led: the drafts sent for positions committed_end.., one per entry."""
+    _matched: int = 0  # cloud-led: drafts of the current chain that matched
 
     def __post_init__(self) -> None:
         self.mode = Mode.parse(self.mode)
@@ -182,6 +209,11 @@ class EdgeSession:
             raise ConfigError("a generation needs a prompt and max_new >= 1")
         if self.mode is Mode.SYNC:
             self.depth = 1
+        if self.mode is Mode.CLOUD_LED and self.sampling.scheme not in LED_SCHEMES:
+            names = " or ".join(s.value for s in LED_SCHEMES)
+            raise ConfigError(
+                f"mode cloud-led runs under the {names} scheme, not {self.sampling.scheme.value}"
+            )
         self.rand = KeyedRandom(self.seed)
 
     @property
@@ -195,16 +227,22 @@ class EdgeSession:
         return len(self.prompt) + len(self.generated)
 
     @property
+    def led(self) -> bool:
+        return self.mode is Mode.CLOUD_LED
+
+    @property
     def tail(self) -> int:
         """Position after the last drafted token in flight."""
+        if self.led:
+            return self.committed_end + len(self._led)
         if self._inflight:
             return self._inflight[-1].start + len(self._inflight[-1].drafts)
         return self.committed_end
 
     @property
     def in_flight(self) -> int:
-        """Blocks sent and not yet verified."""
-        return len(self._inflight)
+        """Blocks sent and not yet verified (cloud-led: drafts sent and not yet committed)."""
+        return len(self._led) if self.led else len(self._inflight)
 
     def start_message(self) -> Start:
         if self.mode is Mode.EDGE_ONLY:
@@ -230,8 +268,7 @@ class EdgeSession:
 
     def cancel(self, reason: str) -> Cancel:
         """The message that stops a generation the edge gives up on; the session ends."""
-        self.done = True
-        self._inflight.clear()
+        self._end_drafts()
         return Cancel(
             session=self.session, epoch=self.epoch, start=self.committed_end, reason=reason[:256]
         )
@@ -241,10 +278,14 @@ class EdgeSession:
         """How many tokens to draft for the next block now (0: wait for a verdict)."""
         if self.done or not self.mode.speculative or not self.generated:
             return 0
-        if len(self._inflight) >= self.depth:
+        if self.led:
+            room = self.gamma * self.depth - len(self._led)
+        elif len(self._inflight) >= self.depth:
             return 0
+        else:
+            room = self.gamma
         left = len(self.prompt) + self.max_new - self.tail
-        return max(0, min(self.gamma, left))
+        return max(0, min(self.gamma, left, room))
 
     def send_early(self, drafted: int, drafting_s: float) -> bool:
         """Latency-aware early send: with nothing in flight the cloud is idle, so
@@ -281,7 +322,10 @@ class EdgeSession:
             else (),
         )
         self._correction = None
-        self._inflight.append(_Block(self.epoch, start, tuple(drafts), now))
+        if self.led:
+            self._led.extend(_Block(self.epoch, start + i, (d,), now) for i, d in enumerate(drafts))
+        else:
+            self._inflight.append(_Block(self.epoch, start, tuple(drafts), now))
         self.stats.drafted += len(drafts)
         return msg
 
@@ -301,6 +345,8 @@ class EdgeSession:
             return []  # the cloud is evaluating a long prompt (the driver's wait restarts)
         if not isinstance(msg, Verdict):
             return self._fail(f"unexpected {type(msg).__name__} from the cloud")
+        if self.led:
+            return self._led_verdict(msg, now)
         if msg.epoch < self.epoch:
             self.stats.stale_dropped += 1
             return []
@@ -346,9 +392,53 @@ class EdgeSession:
             events.append(Resume(block.start + a, token))
         return events
 
+    def _led_verdict(self, msg: Verdict, now: float) -> list[Event]:
+        """cloud-led: every verdict commits tokens, whatever its epoch; accepted
+        drafts must be the ones in flight."""
+        a, sent = msg.accepted, self._led
+        if msg.start != self.committed_end or msg.token is None:
+            return self._fail(f"a token for position {msg.start} was not expected")
+        if a and (msg.epoch != self.epoch or a > len(sent)):
+            return self._fail(f"{a} drafts of epoch {msg.epoch} accepted at position {msg.start}")
+        first = not self.generated
+        self.stats.target_forwards += msg.target_forwards
+        if a:
+            self.stats.rounds += 1
+            self.stats.accepted += a
+            self.stats.blocks.append((a, a))
+            self.stats.last_latency = now - sent[a - 1].sent_at
+            self.stats.latencies.append(self.stats.last_latency)
+        accepted = [sent.popleft().drafts[0].token for _ in range(a)]
+        self.stats.emitted += a + (not first)
+        follows = bool(sent) and sent[0].drafts[0].token == msg.token
+        self._matched += a + follows
+        events = self.commit([*accepted, msg.token])
+        if self.done:
+            return events
+        if follows:
+            sent.popleft()  # the cloud's token is the next draft: the chain goes on
+            return events
+        if sent:  # the cloud's token contradicts the drafts in flight
+            self.stats.rollbacks += 1
+            self.stats.discarded += len(sent)
+            self.stats.chains.append((self._matched, self._matched + 1))
+            sent.clear()
+        elif self._matched:
+            self.stats.chains.append((self._matched, self._matched))
+        self._matched = 0
+        if not first:  # a new chain, drafted after the cloud's token
+            self.epoch += 1
+            events.append(Resume(msg.start + a, msg.token))
+        return events
+
     def voids(self, msg: Message) -> bool:
         """True when msg rolls the drafter back: a rejection of the oldest block in
         flight, so whatever the drafter is drafting now is wasted."""
+        if self.led:
+            if not isinstance(msg, Verdict) or msg.token is None or not self._led:
+                return False
+            a = msg.accepted
+            return a >= len(self._led) or self._led[a].drafts[0].token != msg.token
         if not isinstance(msg, Verdict) or msg.epoch != self.epoch or not self._inflight:
             return False
         return msg.accepted < len(self._inflight[0].drafts)
@@ -376,12 +466,15 @@ class EdgeSession:
             events += self._finish("end of text")
         return events
 
-    def _finish(self, reason: str) -> list[Event]:
+    def _end_drafts(self) -> None:
         self.done = True
         self._inflight.clear()
+        self._led.clear()
+
+    def _finish(self, reason: str) -> list[Event]:
+        self._end_drafts()
         return [Finished(reason)]
 
     def _fail(self, message: str) -> list[Event]:
-        self.done = True
-        self._inflight.clear()
+        self._end_drafts()
         return [Failed(message)]

@@ -36,7 +36,9 @@ def test_plan_merges_groups_that_share_a_point_and_covers_every_group():
     base = next(p for p in points if p.scheme == "greedy" and (p.rtt, p.rate) == (50.0, 10.0)
                 and p.gamma == 4 and p.depth == 3)  # fmt: skip
     assert set(base.groups) == {"grid", "gamma", "depth"}
-    assert base.modes == ("cloud-only", "sync", "pipeline")
+    assert base.modes == ("cloud-only", "sync", "pipeline", "cloud-led", "auto")
+    sparse = next(p for p in points if p.scheme == "sparse-q")
+    assert sparse.modes == ("cloud-only", "sync", "pipeline", "auto")  # cloud-led needs gumbel
     assert {g for p in e2e.QUICK.points() for g in p.groups} == {
         "grid",
         "schemes",
@@ -103,14 +105,18 @@ def test_quick_preset_measures_validates_and_reports(tmp_path, smollm2):
     md = report.write(result, tmp_path)
     text = md.read_text()
     for heading in ("## Validation", "## Table 1", "## Time model and simulator", "## Schemes",
-                    "## Exactness", "## Projection"):  # fmt: skip
+                    "## Exactness", "## Projection", "## auto and cloud-led",
+                    "## The paper's regime"):  # fmt: skip
         assert heading in text
-    for png in ("tok_s_vs_rtt", "bytes_per_token", "measured_vs_predicted"):
+    for png in ("tok_s_vs_rtt", "bytes_per_token", "measured_vs_predicted", "paper_regime"):
         assert (tmp_path / "plots" / f"{png}.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "e2e.json").read_text())
     assert len(saved["runs"]) == len(result["runs"]) > 0
     assert all(r["sim_tok_per_s"] > 0 and r["model_tok_per_s"] > 0 for r in saved["runs"])
-    assert {r["mode"] for r in saved["runs"]} == {"cloud-only", "edge-only", "sync", "pipeline"}
+    modes = {"cloud-only", "edge-only", "sync", "pipeline", "cloud-led", "auto"}
+    assert {r["mode"] for r in saved["runs"]} == modes
+    autos = [r for r in saved["runs"] if r["mode"] == "auto"]
+    assert all(r["plan"].startswith("auto: " + r["chose"]["mode"]) for r in autos)
     # the report can be rewritten from the saved file alone
     assert (
         main(["bench", "report", str(tmp_path / "e2e.json"), "--out", str(tmp_path / "again")]) == 0

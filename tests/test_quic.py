@@ -336,3 +336,26 @@ def test_unacknowledged_bytes_grow_while_the_peer_acknowledges_nothing_then_drai
 
     stuck, after, got = with_server(certs.server, body, hold)
     assert stuck == 100_000 and after == 0 and got == 100_000
+
+
+def test_min_rtt_is_the_path_delay_quic_measured(certs: Certs) -> None:
+    """Channel.min_rtt reads aioquic's loss recovery (fails if aioquic renames it);
+    through a link with 25 ms each way it is at least the 50 ms round trip."""
+    from picospec.lab.link import LinkConfig, LinkRelay
+
+    async def echo(ch: Channel) -> None:
+        while data := await ch.read():
+            ch.write(data)
+
+    async def body(address: tuple[str, int]) -> float | None:
+        slow = LinkConfig(delay_ms=25)
+        async with LinkRelay(listen=("127.0.0.1", 0), upstream=address, up=slow, down=slow) as link:
+            ch = await connect(*link.address, ClientTLS(pin_sha256=certs.pin))
+            ch.write(b"ping")
+            await read_n(ch, 4)
+            rtt = ch.min_rtt
+            await ch.close()
+            return rtt
+
+    rtt = with_server(certs.server, body, echo)
+    assert rtt is not None and 0.05 <= rtt < 0.5

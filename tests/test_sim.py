@@ -8,7 +8,7 @@ import pytest
 from picospec.codec.errors import ConfigError
 from picospec.lab.profiles import CloudProfile, EdgeProfile, LinkProfile
 from picospec.lab.sim import IidAcceptance, Scenario, TraceAcceptance, simulate
-from picospec.lab.timemodel import Costs, predict
+from picospec.runtime.timemodel import Costs, predict
 
 EDGE = EdgeProfile("e", draft_ms=6.0)
 CLOUD = CloudProfile("c", verify_ms=(10, 14, 18, 22, 26, 30, 34, 38, 42), prefill_ms=20)
@@ -133,3 +133,72 @@ def test_a_recorded_trace_replays_every_block_and_verdict(mode, scheme, t, seed)
         sim = simulate(sc, EDGE, link(rtt), CLOUD, TraceAcceptance(blocks))
         assert sim.verdicts == real.verdicts
         assert sim.blocks == blocks and sim.n_tokens == 40
+
+
+# --- cloud-led -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rtt", [0.0, 50.0, 200.0])
+def test_cloud_led_is_never_slower_than_cloud_only_when_drafts_cost_little(rtt):
+    flat = CloudProfile("flat", verify_ms=(50.0,) * 9, prefill_ms=20)  # a GPU: verify ~ decode
+    edge = EdgeProfile("e", draft_ms=20.0)
+    only = simulate(Scenario("cloud-only", 300, **QUIET), edge, link(rtt), flat)
+    for accept in (0.0, 0.5, 0.9):
+        led = simulate(Scenario("cloud-led", 300, gamma=2, depth=3, **QUIET), edge, link(rtt),
+                       flat, IidAcceptance([accept], seed=1))  # fmt: skip
+        assert led.n_tokens == 300 and led.tok_per_s >= only.tok_per_s * 0.999
+        if accept == 0.0:  # no draft ever matches: one forward per token, as cloud-only
+            assert led.target_forwards == only.target_forwards
+    best = simulate(Scenario("cloud-led", 300, gamma=2, depth=3, **QUIET), edge, link(rtt), flat,
+                    IidAcceptance([0.9], seed=1))  # fmt: skip
+    # the lead (gamma x depth = 6 drafts) limits what a long round trip lets through
+    assert best.tok_per_s > (1.5 if rtt == 0 else 1.05) * only.tok_per_s
+    assert best.target_forwards < 300
+
+
+def test_cloud_led_with_a_drafter_slower_than_the_cloud_is_cloud_only():
+    slow = EdgeProfile("e", draft_ms=15.0)  # the cloud decodes a token in 10 ms
+    only = simulate(Scenario("cloud-only", 200, **QUIET), slow, link(20), CLOUD)
+    led = simulate(Scenario("cloud-led", 200, **QUIET), slow, link(20), CLOUD,
+                   IidAcceptance([1.0]))  # fmt: skip
+    assert led.tok_per_s == pytest.approx(only.tok_per_s, rel=0.01)
+    model = predict("cloud-led", [1.0] * 4, Costs(draft=0.015, verify=(0.01,), rtt=0.02))
+    assert model.steady_tok_per_s == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("rtt", [0.0, 20.0, 100.0])
+def test_cloud_led_time_model_tracks_the_simulator(rtt):
+    edge = EdgeProfile("e", draft_ms=24.0)
+    cloud = CloudProfile("c", verify_ms=(72.0, 76.0, 80.0, 84.0, 88.0), prefill_ms=20)
+    sc = Scenario("cloud-led", 400, gamma=4, depth=3, **QUIET)
+    sims = [simulate(sc, edge, link(rtt), cloud, IidAcceptance([0.7], seed=s)).tok_per_s
+            for s in range(4)]  # fmt: skip
+    c = Costs(draft=0.024, verify=tuple(v / 1e3 for v in cloud.verify_ms), rtt=rtt / 1e3,
+              prefill=0.02)  # fmt: skip
+    model = predict("cloud-led", [0.7] * 4, c, depth=3, n_tokens=400).tok_per_s
+    assert model == pytest.approx(float(np.mean(sims)), rel=0.15)
+
+
+def test_sim_json_lists_cloud_led_and_auto_with_their_cost(capsys):
+    import json
+
+    from picospec.cli import main
+
+    assert main(["sim", "--json", "--seeds", "2", "--tokens", "64"]) == 0
+    modes = json.loads(capsys.readouterr().out)["modes"]
+    for name in ("cloud-led", "auto", "pipeline", "cloud-only"):
+        assert modes[name]["tok_per_s"] > 0 and "forwards_per_token" in modes[name]
+    assert modes["cloud-only"]["forwards_per_token"] == pytest.approx(1.0, abs=0.02)
+    assert modes["auto"]["plan"].startswith("auto: " + modes["auto"]["chose"])
+
+
+def test_paper_regime_reports_every_mode_and_its_checks():
+    from picospec.lab import paper
+
+    row = paper.run_cell(paper.CELLS[2], 20.0, tokens=64, seeds=1)  # llama GSM8K
+    assert set(row["modes"]) == {"cloud-only", "sync", "pipeline", "cloud-led", "auto"}
+    assert row["accept_per_position"] == pytest.approx(0.92, abs=0.01)
+    assert set(row["checks"]) == {"beats_cloud_only", "beats_paper"}
+    best = max(row["modes"]["cloud-led"]["tok_per_s"], row["modes"]["auto"]["tok_per_s"])
+    assert row["checks"]["beats_cloud_only"] == (best >= row["modes"]["cloud-only"]["tok_per_s"])
+    assert row["best_ours_vs_bound"] <= 1.0 + 1e-9

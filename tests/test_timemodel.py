@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from picospec.codec.errors import ConfigError
-from picospec.lab.timemodel import Costs, per_position, predict, reach
+from picospec.runtime.timemodel import Costs, per_position, predict, reach
 
 COSTS = Costs(draft=0.006, verify=(0.010, 0.014, 0.018, 0.022, 0.026), rtt=0.050)
 

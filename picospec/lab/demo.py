@@ -3,8 +3,10 @@
 Prepares the default model pair, starts the cloud verifier (QUIC, TLS with a
 fresh self-signed certificate, a random token) and a link emulator with 50 ms
 of round-trip time on loopback, then runs one chat prompt through the edge
-client in ``pipeline`` mode (streaming the text as it is committed), ``sync``
-and ``cloud-only``, and prints a comparison table. Then the robot drives out of
+client: first in ``auto`` mode, which says in one line which mode it chose
+and why, then ``pipeline`` (streaming the text as it is committed), ``sync``,
+``cloud-only`` and ``cloud-led``, then ``auto`` again, now planning from what
+the client measured in those runs, and prints a comparison table. Then the robot drives out of
 Wi-Fi range: one more generation through the robot app's API (``AsyncEdge``),
 during which the link goes dark for two seconds and comes back; the drafter
 carries on alone and the text it made while offline is marked.
@@ -18,7 +20,6 @@ import sys
 
 from picospec.cloud.llama_backend import LlamaBackend
 from picospec.codec.sampling import Sampling, SamplingParams
-from picospec.codec.scheme import Mode
 from picospec.edge.api import AsyncEdge, Reply
 from picospec.edge.client import EdgeClient, GenerationResult
 from picospec.edge.config import EdgeConfig
@@ -34,18 +35,27 @@ LOCAL = ("\u27e6", "\u27e7")  # âŸ¦ text the drafter made alone, while offline â
 GREEDY = Sampling.of(SamplingParams(temperature=0.0))
 
 
+MODES = ("auto", "pipeline", "sync", "cloud-only", "cloud-led", "auto")
+"""The demo's generations, in order (auto first, and again once it has measured)."""
+
+
+def _label(asked: str, r: GenerationResult) -> str:
+    return f"auto: {r.mode}" if asked == "auto" else r.mode
+
+
 def _table(results: list[GenerationResult]) -> str:
-    base = next((r for r in results if r.mode == "sync"), results[0])
+    base = next((r for r in results if r.mode == "sync" and not r.plan), results[0])
     rows = [
-        f"{'mode':11} {'tok/s':>7} {'vs sync':>8} {'accept len':>10} {'TTFT ms':>8} "
-        f"{'bytes/token up':>15} {'down':>6}"
+        f"{'mode':17} {'tok/s':>7} {'vs sync':>8} {'accept len':>10} {'fwd/token':>9} "
+        f"{'TTFT ms':>8} {'bytes/token up':>15} {'down':>6}"
     ]
-    for r in results:
+    for asked, r in zip(MODES, results, strict=True):
         n = max(r.n_tokens, 1)
-        accept = f"{r.mean_accept_len:.2f}" if r.rounds else "-"
+        accept = f"{r.mean_accept_len:.2f}" if r.rounds and r.mode != "cloud-led" else "-"
         rows.append(
-            f"{r.mode:11} {r.tok_per_s:7.1f} {r.tok_per_s / base.tok_per_s:7.2f}x {accept:>10} "
-            f"{r.ttft_ms:8.0f} {r.bytes_up / n:15.1f} {r.bytes_down / n:6.1f}"
+            f"{_label(asked, r):17} {r.tok_per_s:7.1f} {r.tok_per_s / base.tok_per_s:7.2f}x "
+            f"{accept:>10} {r.target_forwards / n:9.2f} {r.ttft_ms:8.0f} "
+            f"{r.bytes_up / n:15.1f} {r.bytes_down / n:6.1f}"
         )
     return "\n".join(rows)
 
@@ -119,8 +129,8 @@ async def _run(pair: str, max_tokens: int) -> tuple[list[GenerationResult], Repl
         prompt = w.tokenize(w.chat_prompt(PROMPT))
         print(f"prompt: {PROMPT}\n")
         results = []
-        for mode in (Mode.PIPELINE, Mode.SYNC, Mode.CLOUD_ONLY):
-            print(f"--- {mode.value} ---", flush=True)
+        for mode in MODES:
+            print(f"--- {mode} ---", flush=True)
             stream = TextStream(drafter.piece, drafter.is_end)
 
             def show(tokens: list[int], stream: TextStream = stream) -> None:
@@ -136,19 +146,24 @@ async def _run(pair: str, max_tokens: int) -> tuple[list[GenerationResult], Repl
                 on_tokens=show,
             )
             sys.stdout.write(stream.flush())
-            print(f"\n[{res.n_tokens} tokens, {res.finished}]\n", flush=True)
+            print(f"\n[{res.n_tokens} tokens, {res.finished}]", flush=True)
+            if res.plan:
+                print(f"[{res.plan}]", flush=True)
+            print(flush=True)
             results.append(res)
         await client.close()
-        outage = await _outage(cloud, drafter, prompt, max_tokens, results[-1].token_ids)
+        reference = results[MODES.index("cloud-only")].token_ids
+        outage = await _outage(cloud, drafter, prompt, max_tokens, reference)
     return results, outage
 
 
 def run(pair: str = DEFAULT_PAIR, max_tokens: int = 96) -> int:
     results, _ = asyncio.run(_run(pair, max_tokens))
     print(_table(results))
-    same = all(r.token_ids == results[-1].token_ids for r in results)
+    reference = results[MODES.index("cloud-only")].token_ids
+    same = all(r.token_ids == reference for r in results)
     print(
-        f"\ngreedy decoding: pipeline and sync {'match' if same else 'DO NOT match'} "
+        f"\ngreedy decoding: every mode {'matches' if same else 'DOES NOT match'} "
         "cloud-only token for token" + ("" if same else " (see the README on batch numerics)")
     )
     return 0

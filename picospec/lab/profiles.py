@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from picospec.codec.errors import ConfigError
+from picospec.runtime.timemodel import Costs, extend
 
 
 def _number(kind: str, name: str, value: object, *, positive: bool = False) -> float:
@@ -37,18 +37,6 @@ def _number(kind: str, name: str, value: object, *, positive: bool = False) -> f
         bound = "> 0" if positive else ">= 0"
         raise ConfigError(f"{kind} profile: {name} must be {bound}, got {value!r}")
     return float(value)
-
-
-def extend(table: Sequence[float], n: int) -> float:
-    """table[n - 1], a cost by size n = 1, 2, ...; past the end, linear in the last two
-    entries (a one-entry table scales with n)."""
-    if n < 1:
-        raise ConfigError(f"a forward evaluates at least one token, got {n}")
-    if n <= len(table):
-        return table[n - 1]
-    if len(table) == 1:
-        return table[0] * n
-    return table[-1] + max(0.0, table[-1] - table[-2]) * (n - len(table))
 
 
 @dataclass(frozen=True)
@@ -241,3 +229,16 @@ BUILTIN: dict[str, Profile] = {
         ),
     )
 }
+
+
+def costs_of(edge: EdgeProfile, link: LinkProfile, cloud: CloudProfile, sizes: int) -> Costs:
+    """The time model's costs from the simulator's profiles, in seconds (forwards up
+    to sizes tokens)."""
+    return Costs(
+        draft=edge.draft_ms / 1e3,
+        verify=tuple(cloud.forward_ms(n) / 1e3 for n in range(1, sizes + 1)),
+        rtt=link.rtt_ms / 1e3,
+        prefill=cloud.prefill_ms / 1e3,
+        draft_prefill=edge.prefill_ms / 1e3,
+        round_overhead=cloud.round_ms / 1e3,
+    )

@@ -22,8 +22,12 @@ Acceptance comes from an oracle that stands in for the verification maths:
 ``TraceAcceptance`` replays the (accepted, drafted) pairs a real run recorded,
 in verification order (block boundaries depend only on earlier verdicts, so the
 replay meets the same blocks); ``IidAcceptance`` draws each position from
-per-position probabilities. No clock, no sockets, no models: the same inputs
-give the same result.
+per-position probabilities. In ``cloud-led`` the cloud's token is always token 0
+and the real greedy maths runs: the oracle decides, as the edge drafts, whether
+each draft is right (token 0) or wrong (token 2), by its offset in the chain of
+drafts since the drafter last resumed, so a draft counts exactly when it equals
+the cloud's token, whenever it arrives. No clock, no sockets, no models: the
+same inputs give the same result.
 """
 
 from __future__ import annotations
@@ -46,15 +50,16 @@ from picospec.codec.messages import MAX_BLOCK, DraftBlock, Hello, Message, Start
 from picospec.codec.sampling import Sampling, SamplingParams
 from picospec.codec.scheme import Mode, Scheme
 from picospec.codec.sparse import Q_ONE, SparseDist
-from picospec.codec.verify import Outcome
+from picospec.codec.verify import Outcome, verify_block
 from picospec.codec.vocab import VocabFingerprint, fingerprint
-from picospec.edge.session import Committed, EdgeSession, Failed, Resume
+from picospec.edge.session import Committed, EdgeSession, Failed, Resume, surviving
 
 from .linkmodel import LinkConfig, LinkDirection
 from .profiles import CloudProfile, EdgeProfile, LinkProfile
 
 V = 4
-"""The modelled vocabulary: drafts are token 0, corrections token 1."""
+"""The modelled vocabulary: drafts are token 0, corrections token 1 (cloud-led:
+the cloud's token is 0, a wrong draft 2)."""
 MAX_EVENTS = 10_000_000
 
 
@@ -78,6 +83,12 @@ class TraceAcceptance:
             raise ConfigError(f"the acceptance trace ran out after {len(self.blocks)} blocks")
         return self.fallback.accepted(n)
 
+    def matches(self, offset: int) -> bool:
+        """cloud-led: a trace of blocks says nothing of chains; the fallback decides."""
+        if self.fallback is None:
+            raise ConfigError("cloud-led needs per-position acceptance, not a trace of blocks")
+        return self.fallback.matches(offset)
+
 
 class IidAcceptance:
     """Each draft accepted with probability accept[j] given the drafts before it were."""
@@ -95,12 +106,20 @@ class IidAcceptance:
                 return j
         return n
 
+    def matches(self, offset: int) -> bool:
+        """cloud-led: whether the draft at offset in its chain is right, given the
+        ones before it were."""
+        return self._rng.random() < self.accept[min(offset, len(self.accept) - 1)]
+
 
 class FullAcceptance:
     """Every draft is accepted."""
 
     def accepted(self, n: int) -> int:
         return n
+
+    def matches(self, offset: int) -> bool:
+        return True
 
 
 Acceptance = TraceAcceptance | IidAcceptance | FullAcceptance
@@ -268,6 +287,11 @@ class _Engine:
         self.now = 0.0
         self.result = SimResult(0.0, 0, 0.0)
         mode, scheme = Mode.parse(scenario.mode), Scheme.parse(scenario.scheme)
+        self.led = mode is Mode.CLOUD_LED
+        if self.led:  # the cloud's token is argmax of the modelled (uniform) p: token 0
+            scheme = Scheme.GREEDY
+        self.acceptance = acceptance or FullAcceptance()
+        self.chain = 0  # cloud-led: drafts since the drafter last resumed
         params = SamplingParams(temperature=0.0 if scheme is Scheme.GREEDY else 1.0, top_k=1)
         sampling = Sampling(params, scheme, k=1)
         self.edge = EdgeSession(
@@ -283,7 +307,8 @@ class _Engine:
         )
         self.draft = DraftToken(0, None if scheme is Scheme.GUMBEL else _ONE_HOT)
         self.drafting = False
-        self.partial = 0
+        self.partial: list[DraftToken] = []
+        self.partial_at = 0  # the position of partial[0]
         self.inbox: list[Message] = []
         self.edge_prefill_left = 0.0  # the drafter's prompt forward, paid by its first step
         self.begun = False
@@ -297,7 +322,12 @@ class _Engine:
             max_generations_per_connection=1,
             prefill_chunk=1 << 30,
         )
-        self.cloud = CloudSession(self.backend, limits=limits, verify_fn=oracle_verify(acceptance))
+        self.cloud = CloudSession(
+            self.backend,
+            limits=limits,
+            verify_fn=verify_block if self.led else oracle_verify(acceptance),
+            forward_cost=lambda n: (cloud.forward_ms(n) + cloud.round_ms) / 1e3,
+        )
         self.cloud.receive(Hello(session=0, epoch=0, start=0, vocab_fingerprint=_FINGERPRINT))
         self.cloud_inbox: list[Message] = []
         self.cloud_busy = False
@@ -374,7 +404,11 @@ class _Engine:
                     # the drafter's prompt forward started with the request
                     self.edge_prefill_left = max(0.0, self.edge_p.prefill_ms / 1e3 - self.now)
             elif isinstance(ev, Resume):
-                self.partial = 0
+                kept = surviving(ev, self.partial_at, self.partial)
+                if kept is None:
+                    self.partial, self.chain = [], 0
+                else:
+                    self.partial, self.partial_at = kept, self.partial_at + 1
             elif isinstance(ev, Failed):
                 self.failed = ev.message
         if edge.done:
@@ -384,6 +418,8 @@ class _Engine:
         """Start drafting the next token if the session asks for one."""
         if self.edge.done or self.drafting or self.edge.want() == 0:
             return
+        if not self.partial:
+            self.partial_at = self.edge.tail
         cost = self.edge_p.draft_ms / 1e3 + self.edge_prefill_left
         self.edge_prefill_left = 0.0
         self.drafting = True
@@ -394,12 +430,17 @@ class _Engine:
         if step != self.step_id:
             return  # abandoned
         self.drafting = False
-        self.partial += 1
+        if self.led:
+            right = self.acceptance.matches(self.chain)
+            self.partial.append(self.draft if right else DraftToken(2, None))
+            self.chain += 1
+        else:
+            self.partial.append(self.draft)
         n = self.edge.want()
-        if n and self.partial >= n:
-            block = self.edge.block([self.draft] * self.partial, self.now)
+        if n and len(self.partial) >= n:
+            block = self.edge.block(self.partial, self.now)
             self.result.sent.append((block.epoch, block.start, len(block.tokens)))
-            self.partial = 0
+            self.partial = []
             self.send_up(block)
         inbox, self.inbox = self.inbox, []
         for msg in inbox:

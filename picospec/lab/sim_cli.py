@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from pathlib import Path
 from typing import Any
 
 from picospec.codec.errors import ConfigError
-from picospec.codec.scheme import Mode
-from picospec.lab.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile, load
+from picospec.codec.messages import MAX_BLOCK
+from picospec.codec.scheme import LED_SCHEMES, Mode, Scheme
+from picospec.edge.plan import best_plan, candidates
+from picospec.lab.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile, costs_of, load
 from picospec.lab.sim import IidAcceptance, Scenario, SimResult, TraceAcceptance, simulate
-from picospec.lab.timemodel import Costs, per_position, predict
+from picospec.runtime.timemodel import Costs, per_position, predict
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,12 +34,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--rate", type=float, help="override the link's rate (Mbit/s, 0 = unlimited)")
     s.add_argument("--accept", default="0.8", help="acceptance per position, e.g. 0.8 or 0.9,0.8")
     s.add_argument("--trace", help="a bench e2e e2e.json: replay its recorded traces instead")
-    s.add_argument("--scheme", default="greedy", help="which runs of --trace to replay")
+    s.add_argument("--scheme", default="greedy",
+                   help="the scheme simulated (and which runs of --trace to replay)")  # fmt: skip
     s.add_argument("--gamma", type=int, default=4)
     s.add_argument("--depth", type=int, default=3)
     s.add_argument("--tokens", type=int, default=256, help="tokens per generation")
     s.add_argument("--seeds", type=int, default=8, help="generations averaged (with --accept)")
     s.add_argument("--list", action="store_true", help="list the built-in profiles")
+    s.add_argument(
+        "--paper",
+        action="store_true",
+        help="every mode at the paper's published costs, 4 cells x RTT 0-200 ms",
+    )
+    s.add_argument("--plot", help="with --paper: write tok/s against RTT to this PNG")  # fmt: skip
     s.add_argument("--json", action="store_true")
 
 
@@ -70,6 +80,25 @@ def _traces(
     return out
 
 
+def _row(results: list[SimResult], predicted: float, costs: Costs, gamma: int) -> dict[str, Any]:
+    n = sum(r.n_tokens for r in results)
+    return {
+        "tok_per_s": statistics.fmean(r.tok_per_s for r in results),
+        "model_tok_per_s": predicted,
+        "ttft_ms": 1e3 * statistics.fmean(r.ttft for r in results),
+        "forwards_per_token": sum(r.target_forwards for r in results) / n if n else 0.0,
+        "bound_tok_per_s": bound(costs, gamma),
+        "generations": len(results),
+    }
+
+
+def bound(costs: Costs, gamma: int) -> float:
+    """The physical bound of a speculative mode: the drafter's rate, or gamma + 1
+    tokens per verify forward over gamma + 1 tokens, whichever is lower."""
+    verify = costs.forward(gamma + 1) + costs.round_overhead
+    return min(1 / costs.draft, (gamma + 1) / verify)
+
+
 def simulate_modes(args: argparse.Namespace) -> dict[str, Any]:
     edge, link, cloud = _profiles(args)
     traces = _traces(args.trace, args.scheme, args.gamma) if args.trace else {}
@@ -82,37 +111,48 @@ def simulate_modes(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise ConfigError(f"--accept takes probabilities, got {args.accept!r}") from None
         accept = (values + [values[-1]] * args.gamma)[: args.gamma]
-    costs = Costs.of(edge, link, cloud, args.gamma + 2)
-    rows = {}
-    for mode in (m.value for m in Mode):
+    scheme = Scheme.parse(args.scheme)
+    cands = candidates(scheme, MAX_BLOCK, args.depth)
+    sizes = max(g * d for _, g, d in cands) + 2
+    costs = costs_of(edge, link, cloud, sizes)
+
+    def run_mode(mode: str, gamma: int, depth: int) -> list[SimResult]:
         results: list[SimResult] = []
-        if mode in traces:
+        if mode in traces and gamma == args.gamma:
             for blocks_, n in traces[mode]:
-                sc = Scenario(mode, n, gamma=args.gamma, depth=args.depth)
+                sc = Scenario(mode, n, gamma=gamma, depth=depth, scheme=args.scheme)
                 oracle = TraceAcceptance(blocks_, fallback=IidAcceptance(accept))
                 results.append(simulate(sc, edge, link, cloud, oracle))
         else:
-            sc = Scenario(mode, args.tokens, gamma=args.gamma, depth=args.depth)
+            acc = [*accept, *[accept[-1]] * gamma][: max(gamma, len(accept))]
+            sc = Scenario(mode, args.tokens, gamma=gamma, depth=depth, scheme=args.scheme)
             for seed in range(args.seeds):
-                results.append(simulate(sc, edge, link, cloud, IidAcceptance(accept, seed=seed)))
+                results.append(simulate(sc, edge, link, cloud, IidAcceptance(acc, seed=seed)))
+        return results
+
+    rows: dict[str, dict[str, Any]] = {}
+    for mode in Mode:
+        if mode is Mode.CLOUD_LED and scheme not in LED_SCHEMES:
+            continue
+        results = run_mode(mode.value, args.gamma, args.depth)
         n = round(statistics.fmean(r.n_tokens for r in results))
-        rows[mode] = {
-            "tok_per_s": statistics.fmean(r.tok_per_s for r in results),
-            "model_tok_per_s": predict(
-                mode, accept, costs, depth=args.depth, n_tokens=int(n)
-            ).tok_per_s,
-            "ttft_ms": 1e3 * statistics.fmean(r.ttft for r in results),
-            "generations": len(results),
-        }
+        model = predict(mode.value, accept, costs, depth=args.depth, n_tokens=int(n)).tok_per_s
+        rows[mode.value] = _row(results, model, costs, args.gamma)
+    plan = best_plan(scheme, costs, accept, cands, n_tokens=args.tokens)
+    results = run_mode(plan.mode.value, plan.gamma, plan.depth)
+    rows["auto"] = _row(results, max(plan.predicted.values()), costs, plan.gamma)
+    rows["auto"].update(chose=plan.mode.value, gamma=plan.gamma, depth=plan.depth, plan=plan.reason)
     for row in rows.values():
         row["vs_cloud_only"] = row["tok_per_s"] / rows["cloud-only"]["tok_per_s"]
         row["vs_sync"] = row["tok_per_s"] / rows["sync"]["tok_per_s"]
+        row["vs_bound"] = row["tok_per_s"] / row["bound_tok_per_s"]
     return {
         "edge": edge.name,
         "link": f"{link.name}: RTT {link.rtt_ms:g} ms, {link.rate_mbit:g} Mbit/s",
         "cloud": cloud.name,
         "gamma": args.gamma,
         "depth": args.depth,
+        "scheme": scheme.value,
         "accept_per_position": accept,
         "acceptance": f"traces of {args.trace}" if traces else "fixed per position",
         "modes": rows,
@@ -126,13 +166,15 @@ def render(r: dict[str, Any]) -> str:
         + "/".join(f"{a:.2f}" for a in r["accept_per_position"])
         + f" ({r['acceptance']})",
         f"{'mode':11} {'sim tok/s':>10} {'model tok/s':>12} {'x cloud-only':>13} {'x sync':>7} "
-        f"{'TTFT ms':>8}",
+        f"{'TTFT ms':>8} {'fwd/token':>9} {'x bound':>8}",
     ]
     for mode, x in r["modes"].items():
         lines.append(
             f"{mode:11} {x['tok_per_s']:10.1f} {x['model_tok_per_s']:12.1f} "
-            f"{x['vs_cloud_only']:12.2f}x {x['vs_sync']:6.2f}x {x['ttft_ms']:8.0f}"
+            f"{x['vs_cloud_only']:12.2f}x {x['vs_sync']:6.2f}x {x['ttft_ms']:8.0f} "
+            f"{x['forwards_per_token']:9.2f} {x['vs_bound']:7.2f}x"
         )
+    lines.append(r["modes"]["auto"]["plan"])
     return "\n".join(lines)
 
 
@@ -140,6 +182,18 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         for name, p in BUILTIN.items():
             print(f"{p.kind:5} {name:30} {p.source}")
+        return 0
+    if args.paper:
+        from picospec.lab import paper
+
+        rows = paper.paper_regime(tokens=args.tokens, seeds=min(args.seeds, 4))
+        if args.plot:
+            paper.plot(rows, Path(args.plot))
+        if args.json:
+            for row in rows:
+                print(json.dumps(row))
+        else:
+            print(paper.render(rows))
         return 0
     result = simulate_modes(args)
     print(json.dumps(result, indent=1) if args.json else render(result))

@@ -13,19 +13,43 @@ simulator on the published regimes' timing profiles.
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from picospec.lab.profiles import BUILTIN, CloudProfile, EdgeProfile, LinkProfile, extend
+from picospec.lab.profiles import (
+    BUILTIN,
+    CloudProfile,
+    EdgeProfile,
+    LinkProfile,
+    costs_of,
+    extend,
+)
 from picospec.lab.sim import IidAcceptance, Scenario, TraceAcceptance, simulate
-from picospec.lab.timemodel import Costs, predict
+from picospec.runtime.timemodel import predict
 
 MAX_N = 16
 """Forward sizes the cost tables cover."""
 PACKET_OVERHEAD = 60
 """Bytes a message gains on the wire (UDP/IP, QUIC short header, AEAD tag)."""
+
+
+def ran(run: dict[str, Any]) -> dict[str, Any]:
+    """The run as it ran: an ``auto`` run with the mode, gamma and depth it chose."""
+    chose = run.get("chose")
+    if run["mode"] != "auto" or not chose:
+        return run
+    return {**run, **chose}
+
+
+def _verdicts(run: dict[str, Any]) -> int:
+    """Verdicts the cloud sent (the prefill's included)."""
+    if run["mode"] == "cloud-only":
+        return run["n_tokens"]
+    if run["mode"] == "cloud-led":
+        return max(run["target_forwards"], 1)  # one per forward
+    return run["rounds"] + 1
 
 
 def _own_forwards(run: dict[str, Any]) -> dict[int, float]:
@@ -48,7 +72,7 @@ def verify_table_ms(run: dict[str, Any], sweep: dict[str, float]) -> tuple[float
 def _round_overhead_ms(run: dict[str, Any]) -> float:
     """Model-thread time per unit of work outside the forwards (verification, framing)."""
     forwards = sum(sum(v) for v in run["forward_ms"].values())
-    units = run["rounds"] if run["mode"] in ("sync", "pipeline") else run["n_tokens"]
+    units = run["rounds"] if run["mode"] in ("sync", "pipeline") else _verdicts(run)
     return max(0.0, run["cloud_busy_ms"] - forwards) / max(units, 1)
 
 
@@ -60,8 +84,9 @@ def _prefill_ms(run: dict[str, Any], table: tuple[float, ...]) -> float:
 def predict_run(run: dict[str, Any], sweep: dict[str, float]) -> float:
     """The time model's tok/s for the run, from its own acceptance and costs (the
     same costs the simulator gets)."""
+    run = ran(run)
     accept = run["accept_per_position"] or [0.0]
-    costs = Costs.of(*profiles_of(run, sweep), sizes=MAX_N)
+    costs = costs_of(*profiles_of(run, sweep), sizes=MAX_N)
     return predict(
         run["mode"], accept, costs, depth=run["depth"], n_tokens=run["n_tokens"]
     ).tok_per_s
@@ -94,7 +119,8 @@ def scenario_of(run: dict[str, Any]) -> Scenario:
     start = 40 + 4 * run["prompt_tokens"]
     drafted = max(run["drafted"], 1)
     per_token = max(0.0, run["bytes_up"] - start) / drafted
-    verdicts = run["rounds"] + 1 if run["mode"] != "cloud-only" else run["n_tokens"]
+    run = ran(run)
+    verdicts = _verdicts(run)
     return Scenario(
         run["mode"],
         max(run["n_tokens"], 1),
@@ -111,10 +137,13 @@ def scenario_of(run: dict[str, Any]) -> Scenario:
 def simulate_run(run: dict[str, Any], sweep: dict[str, float], *, abandon: bool = False) -> float:
     """The simulator's tok/s for the run: its trace replayed with its own costs
     (abandon: the what-if where a rejection stops the drafter step in progress)."""
+    run = ran(run)
     edge, link, cloud = profiles_of(run, sweep)
     fallback = IidAcceptance(run["accept_per_position"] or [0.0], seed=run["seed"])
-    trace = TraceAcceptance([tuple(b) for b in run["blocks"]], fallback=fallback)
     scenario = replace(scenario_of(run), abandon_on_rejection=abandon)
+    if run["mode"] == "cloud-led":  # chains, not blocks: acceptance by offset, drawn
+        return simulate(scenario, edge, link, cloud, fallback).tok_per_s
+    trace = TraceAcceptance([tuple(b) for b in run["blocks"]], fallback=fallback)
     return simulate(scenario, edge, link, cloud, trace).tok_per_s
 
 
@@ -133,7 +162,9 @@ KEY = ("scheme", "rtt_ms", "rate_mbit", "gamma", "depth", "mode")
 
 
 def aggregate(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per configuration: means over prompts and repeats, with speedups."""
+    """One row per configuration: means over prompts and repeats, with speedups
+    (and for auto, the fastest fixed configuration of its cell)."""
+    runs = list(runs)
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         groups[tuple(r[k] for k in KEY)].append(r)
@@ -177,7 +208,31 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         sync = _find(by, row, mode="sync", depth=1)
         row["vs_cloud_only"] = row["tok_per_s"] / cloud["tok_per_s"] if cloud else None
         row["vs_sync"] = row["tok_per_s"] / sync["tok_per_s"] if sync else None
+    for row in rows:
+        if row["mode"] == "auto":
+            best = best_fixed(rows, row)
+            row["best_fixed"] = _label(best) if best else None
+            row["vs_best_fixed"] = row["tok_per_s"] / best["tok_per_s"] if best else None
+            chose = [r["chose"] for r in runs if r["mode"] == "auto" and _same_cell(r, row)]
+            row["chose"] = dict(Counter(_label(c) for c in chose if c))
     return rows
+
+
+def _same_cell(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return all(a[k] == b[k] for k in ("scheme", "rtt_ms", "rate_mbit"))
+
+
+def _label(r: dict[str, Any]) -> str:
+    if r["mode"] in ("cloud-only", "edge-only"):
+        return r["mode"]
+    depth = "" if r["mode"] == "sync" else f" depth {r['depth']}"
+    return f"{r['mode']} gamma {r['gamma']}{depth}"
+
+
+def best_fixed(rows: list[dict[str, Any]], row: dict[str, Any]) -> dict[str, Any] | None:
+    """The fastest fixed configuration measured in row's cell (scheme, RTT, rate)."""
+    fixed = [r for r in rows if r["mode"] not in ("auto", "edge-only") and _same_cell(r, row)]
+    return max(fixed, key=lambda r: r["tok_per_s"], default=None)
 
 
 def _find(

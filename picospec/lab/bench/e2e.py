@@ -41,17 +41,29 @@ from picospec.cloud.llama_backend import LlamaBackend
 from picospec.cloud.timed import TimedBackend
 from picospec.codec.errors import ConfigError
 from picospec.codec.sampling import Sampling, SamplingParams
-from picospec.codec.scheme import Scheme
+from picospec.codec.scheme import LED_SCHEMES, Scheme
 from picospec.edge.client import EdgeClient, GenerationError
 from picospec.edge.drafter import Drafter
+from picospec.edge.plan import Estimates
 from picospec.lab.loopback import LoopbackCloud, loopback_cloud
-from picospec.lab.timemodel import per_position
 from picospec.runtime.models import listing, prepare
+from picospec.runtime.timemodel import per_position
 
 from .progress import Progress
 from .prompts import prompt_set
 
 NETWORK_MODES = ("cloud-only", "sync", "pipeline")
+ADAPTIVE_MODES = ("cloud-led", "auto")
+"""Added to the grid and the schemes (cloud-led only where its scheme allows it)."""
+
+
+def modes_for(scheme: str) -> tuple[str, ...]:
+    """The network modes measured for a scheme: the fixed ones, cloud-led where the
+    scheme allows it, and auto."""
+    led = ("cloud-led",) if Scheme.parse(scheme) in LED_SCHEMES else ()
+    return NETWORK_MODES + led + ("auto",)
+
+
 SAMPLING_SCHEMES = ("sparse-q", "split", "gumbel")
 
 
@@ -112,11 +124,11 @@ class Plan:
         rtt, rate, gamma, depth = self.base_rtt, self.base_rate, self.base_gamma, self.base_depth
         for i, r in enumerate(self.rtts):
             for j, mbit in enumerate(self.rates):
-                modes = NETWORK_MODES + (("edge-only",) if i == j == 0 else ())
+                modes = modes_for("greedy") + (("edge-only",) if i == j == 0 else ())
                 add(Point(("grid",), "greedy", r, mbit, gamma, depth, modes))
         for s in self.schemes:
             if s != "greedy":
-                add(Point(("schemes",), s, rtt, rate, gamma, depth, NETWORK_MODES))
+                add(Point(("schemes",), s, rtt, rate, gamma, depth, modes_for(s)))
         for g in self.gammas:
             add(Point(("gamma",), "greedy", rtt, rate, g, depth, ("sync", "pipeline")))
         for d in self.depths:
@@ -191,24 +203,32 @@ async def _sweep(plan: Plan, pair: str) -> tuple[list[dict[str, Any]], dict[int,
     ]
     total = plan.repeats * len(prompts) * sum(len(p.modes) for p in points)
     bar = Progress(total, label="bench e2e")
+    # auto's edge keeps what it measured of its drafter and the cloud across connections
+    # (as a robot does across reconnects); each connection measures its own round trip
+    learned = Estimates()
     runs: list[dict[str, Any]] = []
     order = 0
     for repeat in range(plan.repeats):
         for point in points:
             async with loopback_cloud(timed, rtt_ms=point.rtt, rate_mbit=point.rate) as cloud:
-                client = EdgeClient(drafter)
-                await asyncio.wait_for(
-                    client.connect(*cloud.address, cloud.tls, token=cloud.token), 30
-                )
+                # auto plans from what its own client measured, never from the fixed runs
+                client, auto = EdgeClient(drafter), EdgeClient(drafter)
+                auto.estimates = learned
+                for c in (client, auto):
+                    await asyncio.wait_for(
+                        c.connect(*cloud.address, cloud.tls, token=cloud.token), 30
+                    )
                 for pi, (style, tokens) in enumerate(prompts):
                     shift = order % len(point.modes)
                     order += 1
                     for mode in point.modes[shift:] + point.modes[:shift]:
-                        run = await _one(client, cloud, timed, point, mode, tokens, 1 + pi, plan)
+                        who = auto if mode == "auto" else client
+                        run = await _one(who, cloud, timed, point, mode, tokens, 1 + pi, plan)
                         run.update(prompt=pi, style=style, repeat=repeat, groups=list(point.groups))
                         runs.append(run)
                         bar.step(f"{point.scheme} {mode} RTT {point.rtt:g} {point.rate:g} Mbit/s")
                 await client.close()
+                await auto.close()
     table = timed.by_size()
     return runs, table
 
@@ -270,7 +290,12 @@ async def _one(
         "rounds": res.rounds,
         "blocks": [list(b) for b in res.blocks],
         "mean_accept_len": res.mean_accept_len,
-        "accept_per_position": per_position(res.blocks, point.gamma),
+        "accept_per_position": per_position(
+            res.chains if res.mode == "cloud-led" else res.blocks, point.gamma
+        ),
+        "chose": {"mode": res.mode, "gamma": res.gamma, "depth": res.depth},
+        "plan": res.plan,
+        "chains": [list(c) for c in res.chains],
         "exact": res.exact,
         "bytes_up": res.bytes_up,
         "bytes_down": res.bytes_down,
@@ -304,7 +329,8 @@ def violations(runs: list[dict[str, Any]]) -> list[str]:
     same: dict[tuple[Any, ...], list[int]] = {}
     for r in runs:  # sampling: the same seed gives the same tokens at any RTT, rate, depth
         if r["scheme"] != "greedy":
-            key = (r["scheme"], r["prompt"], r["seed"], r["mode"], r["gamma"])
+            chose = r.get("chose") or {"mode": r["mode"], "gamma": r["gamma"]}
+            key = (r["scheme"], r["prompt"], r["seed"], chose["mode"], chose["gamma"])
             first = same.setdefault(key, r["token_ids"])
             if r["token_ids"] != first:
                 out.append(f"{_name(r)}: tokens differ from the same seed's other runs")

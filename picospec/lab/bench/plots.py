@@ -32,7 +32,7 @@ def plots(result: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> list
         1, len(rates), figsize=(4.2 * len(rates), 3.6), sharey=True, squeeze=False
     )
     for ax, rate in zip(axes[0], rates, strict=True):
-        for mode in ("cloud-only", "sync", "pipeline"):
+        for mode in ("cloud-only", "sync", "pipeline", "cloud-led", "auto"):
             pts = sorted(
                 (r["rtt_ms"], r["tok_per_s"], r["tok_per_s_sd"])
                 for r in grid

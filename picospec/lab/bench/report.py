@@ -15,6 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from picospec.lab import paper
+
 from . import analysis, narrative, tables
 from .plots import plots
 from .results import load, save
@@ -42,10 +44,20 @@ def markdown(
         tables.table1(tables.in_group(rows, "grid")),
     ]
     parts += [f"![tok/s vs RTT]({f})" for f in figures if f.endswith("tok_s_vs_rtt.png")]
+    if any(r["mode"] == "auto" for r in rows):
+        parts += [
+            "## auto and cloud-led against the fixed modes",
+            "Per cell: the fastest fixed configuration measured (cloud-only included), auto "
+            "(``edge/plan.py``: the time model's choice from what its edge measured) and "
+            "cloud-led (the cloud decodes continuously and takes the drafts that have "
+            "arrived), with target forwards per committed token.",
+            tables.adaptive_table(rows),
+            narrative.adaptive_notes(rows),
+        ]
     parts += [
         "## Time model and simulator against the measurements",
         "Each run is predicted twice from its own measured costs: by the closed-form time "
-        "model (`picospec/lab/timemodel.py`, DESIGN.md section 3 with the depth term) fed with "
+        "model (`picospec/runtime/timemodel.py`, DESIGN.md section 3 with the depth term) fed with "
         "the run's per-position acceptance, and by the discrete-event simulator "
         "(`picospec/lab/sim.py`) replaying the run's own accept/reject trace.",
         "Simulator error over all runs:",
@@ -87,6 +99,18 @@ def markdown(
             tables.exactness_table(ex),
             narrative.exactness_notes(ex, sch),
         ]
+    if "paper_regime" in result:
+        parts += [
+            "## The paper's regime, every mode (simulator)",
+            "`picospec sim --paper`: the real sessions on a virtual clock, fed with the "
+            "paper's published per-round costs and the per-position acceptance its mean "
+            "acceptance length implies (`picospec/lab/paper.py`); tok/s with target "
+            "forwards per token in brackets. The RTT is not given by the paper, so it is "
+            "swept; the paper's figures are references, not inputs to any choice.",
+            tables.paper_table(result["paper_regime"]),
+            narrative.paper_notes(result["paper_regime"]),
+        ]
+        parts += [f"![paper regime]({f})" for f in figures if "paper_regime" in f]
     if "projection" in result:
         parts += [
             "## Projection to the paper's regimes (simulator)",
@@ -106,8 +130,11 @@ def write(
     out.mkdir(parents=True, exist_ok=True)
     analysis.annotate(result)
     result["projection"] = analysis.project(_acceptance_profiles(result))
+    result["paper_regime"] = paper.paper_regime()
     rows = analysis.aggregate(result["runs"])
     figures = plots(result, rows, out / "plots")
+    paper.plot(result["paper_regime"], out / "plots" / "paper_regime.png")
+    figures.append("plots/paper_regime.png")
     save(result, out)
     md = out / "RESULTS.md"
     md.write_text(markdown(result, rows, figures))
@@ -116,7 +143,7 @@ def write(
 
 def _acceptance_profiles(result: dict[str, Any]) -> dict[str, list[float]]:
     """The projection's acceptance: this run's greedy pipeline traces, and fixed rates."""
-    from picospec.lab.timemodel import per_position
+    from picospec.runtime.timemodel import per_position
 
     gamma = result["plan"]["base_gamma"]
     blocks = [

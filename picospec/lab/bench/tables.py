@@ -31,7 +31,7 @@ def _table(headers: list[str], rows: Iterable[list[str]]) -> str:
     return "\n".join(lines)
 
 
-MODE_ORDER = {"cloud-only": 0, "edge-only": 1, "sync": 2, "pipeline": 3}
+MODE_ORDER = {"cloud-only": 0, "edge-only": 1, "sync": 2, "pipeline": 3, "cloud-led": 4, "auto": 5}
 """The order of the modes within one configuration's rows."""
 
 
@@ -71,7 +71,7 @@ def table1(rows: list[dict[str, Any]]) -> str:
             _f(r["mean_accept_len"], 2),
             _f(r["ttft_ms"], 0),
             _f(r["round_ms"]),
-            _f(r["t_draft_ms"]) if r["mode"] in ("sync", "pipeline") else "-",
+            _f(r["t_draft_ms"]) if r["mode"] in ("sync", "pipeline", "cloud-led") else "-",
             _f(r["t_verify_ms"]),
             _f(r["up_bytes_per_token"]),
             _f(r["down_bytes_per_token"]),
@@ -273,3 +273,59 @@ def base_link(result: dict[str, Any]) -> dict[str, Any]:
     """The plan's base point as a row's link fields."""
     p = result["plan"]
     return {"rtt_ms": p["base_rtt"], "rate_mbit": p["base_rate"]}
+
+
+def adaptive_table(rows: list[dict[str, Any]]) -> str:
+    """Per cell (scheme, link): auto against the fastest fixed configuration, and
+    cloud-led against cloud-only, with target forwards per token."""
+    headers = [
+        "scheme", "rate Mbit/s", "RTT ms", "best fixed", "tok/s", "auto tok/s", "auto / best",
+        "auto chose", "cloud-led tok/s", "cloud-led / cloud-only", "fwd/tok: cloud-only",
+        "cloud-led", "auto",
+    ]  # fmt: skip
+    body = []
+    for a in sorted(
+        (r for r in rows if r["mode"] == "auto"),
+        key=lambda r: (r["scheme"], r["rate_mbit"], r["rtt_ms"]),
+    ):
+        cell = [
+            r
+            for r in rows
+            if (r["scheme"], r["rtt_ms"], r["rate_mbit"])
+            == (a["scheme"], a["rtt_ms"], a["rate_mbit"])
+        ]
+        only = next((r for r in cell if r["mode"] == "cloud-only"), None)
+        led = next((r for r in cell if r["mode"] == "cloud-led"), None)
+        best = max(
+            (r for r in cell if r["mode"] not in ("auto", "edge-only")),
+            key=lambda r: r["tok_per_s"],
+            default=None,
+        )
+        body.append([
+            a["scheme"], _f(a["rate_mbit"], 0), _f(a["rtt_ms"], 0), a.get("best_fixed") or "-",
+            _f(best["tok_per_s"]) if best else "-", _f(a["tok_per_s"]),
+            _x(a.get("vs_best_fixed")),
+            ", ".join(f"{k} x{v}" for k, v in sorted((a.get("chose") or {}).items())),
+            _f(led["tok_per_s"]) if led else "-", _x(led["vs_cloud_only"]) if led else "-",
+            _f(only["forwards_per_token"], 2) if only else "-",
+            _f(led["forwards_per_token"], 2) if led else "-", _f(a["forwards_per_token"], 2),
+        ])  # fmt: skip
+    return _table(headers, body)
+
+
+def paper_table(rows: list[dict[str, Any]]) -> str:
+    """The simulator at the paper's costs: every mode, the bound and the checks."""
+    names = ("cloud-only", "sync", "pipeline", "cloud-led", "auto")
+    headers = ["cell", "RTT ms", *names, "paper", "cloud AR", "bound", "best / bound", "checks"]
+    body = [
+        [
+            r["cell"], _f(r["rtt_ms"], 0),
+            *(f"{r['modes'][n]['tok_per_s']:.2f} ({r['modes'][n]['forwards_per_token']:.2f})"
+              for n in names),
+            _f(r["paper_tok_per_s"], 2), _f(r["cloud_ar_tok_per_s"], 2),
+            _f(r["bound_tok_per_s"], 1), _x(r["best_ours_vs_bound"]),
+            ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in r["checks"].items()),
+        ]
+        for r in rows
+    ]  # fmt: skip
+    return _table(headers, body)

@@ -22,6 +22,28 @@ token (the correction, or in ``sync`` the bonus):
 * ``cloud-only``: one decode step per token, T_verify(1) (tokens stream; the
   RTT delays only the first).
 * ``edge-only``: one drafter step per token.
+* ``cloud-led``: the cloud decodes alone at T_1 = T_verify(1) per token until
+  the edge's chain of drafts overtakes it, then commits the chain as fast as
+  both allow. A chain starts at a contradiction (the cloud's token differs from
+  the draft at that position); the edge hears of it RTT/2 later, ends the step
+  it is in (half a step on average), drafts a block of gamma, which arrives
+  RTT/2 after that, and then gains on the cloud at
+  1/T_draft - 1/T_1 tokens per second: it overtakes after
+  t_catch = (RTT + (gamma + 1/2) T_draft) / (1 - T_draft / T_1), that is
+  k = t_catch / T_1 tokens (never when T_draft >= T_1: then the mode is
+  cloud-only with idle drafts).
+  Past that the chain is committed at v (``led_rate``: the drafter, the cloud
+  with up to gamma * depth drafts a forward, or the lead of gamma * depth drafts
+  cycling through block, round trip and forward, whichever is slowest). A chain
+  of n matching drafts and the contradicting token (probability
+  prod_{j<n} alpha_j (1 - alpha_n), alpha_j by offset in the chain, the last
+  entry of the acceptance repeated) commits n + 1 tokens in (n + 1) T_1 if it
+  ends before the edge overtakes, else
+  t_catch + (n + 1 - k) / v + T_1 / 2 (the forward that finds the contradiction
+  is on average half wasted).
+  This is a renewal estimate: it ignores block boundaries and the cloud's own
+  choice of how many drafts a forward takes (``cloud/led.py``); the simulator
+  runs the real sessions.
 
 A generation's time adds the time to first token (RTT + the target's prefill;
 the drafter evaluates the prompt meanwhile, and only what it takes longer
@@ -37,7 +59,22 @@ from dataclasses import dataclass
 
 from picospec.codec.errors import ConfigError
 from picospec.codec.scheme import Mode
-from picospec.lab.profiles import CloudProfile, EdgeProfile, LinkProfile, extend
+
+CHAIN_TAIL = 1e-9
+"""``cloud-led``: chains are summed until what is left of their probability is below this."""
+MAX_CHAIN = 100_000
+
+
+def extend(table: Sequence[float], n: int) -> float:
+    """table[n - 1], a cost by size n = 1, 2, ...; past the end, linear in the last two
+    entries (a one-entry table scales with n)."""
+    if n < 1:
+        raise ConfigError(f"a forward evaluates at least one token, got {n}")
+    if n <= len(table):
+        return table[n - 1]
+    if len(table) == 1:
+        return table[0] * n
+    return table[-1] + max(0.0, table[-1] - table[-2]) * (n - len(table))
 
 
 @dataclass(frozen=True)
@@ -67,18 +104,6 @@ class Costs:
         """A target forward over n tokens; past the table, linear in its last two entries."""
         return extend(self.verify, n)
 
-    @classmethod
-    def of(cls, edge: EdgeProfile, link: LinkProfile, cloud: CloudProfile, sizes: int) -> Costs:
-        """The same costs as the simulator's profiles, in seconds (forwards up to sizes)."""
-        return cls(
-            draft=edge.draft_ms / 1e3,
-            verify=tuple(cloud.forward_ms(n) / 1e3 for n in range(1, sizes + 1)),
-            rtt=link.rtt_ms / 1e3,
-            prefill=cloud.prefill_ms / 1e3,
-            draft_prefill=edge.prefill_ms / 1e3,
-            round_overhead=cloud.round_ms / 1e3,
-        )
-
 
 def per_position(blocks: Sequence[tuple[int, int]], gamma: int) -> list[float]:
     """P(draft j accepted | drafts 0..j-1 accepted), j = 0..gamma-1, from
@@ -106,7 +131,8 @@ class Prediction:
     tok_per_s: float
     """Tokens per second over the whole generation (first-token latency included)."""
     tokens_per_round: float
-    """Expected tokens a verify round emits (1 for cloud-only and edge-only)."""
+    """Expected tokens a verify round emits (1 for cloud-only and edge-only; for
+    cloud-led, per chain of drafts)."""
     seconds_per_round: float
 
     @property
@@ -125,7 +151,7 @@ def predict(
     """
     mode = Mode.parse(mode)
     gamma = len(accept)
-    if gamma < 1 and mode in ("pipeline", "sync"):
+    if gamma < 1 and mode in ("pipeline", "sync", "cloud-led"):
         raise ConfigError("speculative modes need the acceptance of at least one position")
     if mode == "cloud-only":
         tokens, seconds = 1.0, costs.forward(1) + costs.round_overhead
@@ -133,6 +159,9 @@ def predict(
     elif mode == "edge-only":
         tokens, seconds = 1.0, costs.draft
         startup = costs.draft_prefill
+    elif mode == "cloud-led":
+        tokens, seconds = _chain(accept, costs, depth)
+        startup = costs.rtt + costs.prefill
     else:
         r = reach(accept)
         t_draft = gamma * costs.draft
@@ -158,3 +187,44 @@ def predict(
     first = 0 if mode == "edge-only" else 1  # the prefill's token arrives with the start-up
     total = startup + (n_tokens - first) / steady
     return Prediction(n_tokens / total, tokens, seconds)
+
+
+def led_rate(costs: Costs, gamma: int, depth: int) -> float:
+    """cloud-led, once the edge is ahead: tokens per second the pair commits. The
+    lowest of the drafter's rate, the cloud's best with up to lead = gamma * depth
+    drafts a forward, and what the lead lets through: each of its lead slots holds
+    one draft for a cycle of filling its block ((gamma + 1) T_draft / 2), the
+    round trip, the wait for the next forward (half of one) and the forward."""
+    lead, over = gamma * max(depth, 1), costs.round_overhead
+    rates = [(m + 1) / max(costs.forward(m + 1) + over, 1e-9) for m in range(lead + 1)]
+    m = max(range(lead + 1), key=lambda i: rates[i])
+    forward = costs.forward(m + 1) + over
+    cycle = (gamma + 1) * costs.draft / 2 + costs.rtt + 1.5 * forward
+    v = min(rates[m], lead / cycle)
+    return min(1.0 / costs.draft, v) if costs.draft > 0 else v
+
+
+def _chain(accept: Sequence[float], costs: Costs, depth: int) -> tuple[float, float]:
+    """cloud-led: expected tokens and seconds of one chain of drafts (see the module)."""
+    gamma = len(accept)
+    t1 = costs.forward(1) + costs.round_overhead
+    if costs.draft >= t1:  # the drafts always arrive after the cloud passed them
+        return 1.0, t1
+    # the edge finishes the step it is in (half a step), then drafts a block
+    catch = (costs.rtt + (gamma + 0.5) * costs.draft) / (1 - costs.draft / t1)
+    k, v = catch / t1, max(led_rate(costs, gamma, depth), 1 / t1)
+    waste = t1 / 2  # the forward that finds the contradiction ends on average half used
+    tokens = seconds = 0.0
+    alive = 1.0  # P(the first n drafts matched)
+    for n in range(MAX_CHAIN):
+        a = accept[min(n, gamma - 1)]
+        ends = alive * (1 - a)
+        span = n + 1.0
+        tokens += ends * span
+        seconds += ends * (span * t1 if span <= k else catch + (span - k) / v + waste)
+        alive *= a
+        if alive < CHAIN_TAIL:
+            break
+    if alive >= CHAIN_TAIL:  # (almost) every draft matches: the chain never ends
+        return v, 1.0
+    return tokens / (1 - alive), seconds / (1 - alive)

@@ -1,0 +1,255 @@
+"""``mode="auto"``: choosing the mode and its knobs from what the edge measured.
+
+``Estimates`` keeps running averages (EWMA) of what the edge sees: the round
+trip to the cloud (the handshake), one drafter step, the cloud's time per
+streamed token, the time from sending a block of n drafts to its verdict less
+the round trip (the cloud's forward over n + 1 tokens and its queueing), and
+the acceptance of drafts by position (blocks in ``pipeline`` and ``sync``,
+chains of drafts in ``cloud-led``, per scheme). ``choose`` asks the time model
+(``picospec.runtime.timemodel``) what each candidate would give and takes the
+fastest:
+
+* under ``gumbel`` and ``greedy`` every mode produces the same tokens for a
+  seed, so the candidates are ``cloud-only``, ``cloud-led``, ``pipeline`` and
+  ``sync`` with gamma in ``GAMMAS``; the output does not depend on the choice;
+* under ``sparse-q`` and ``split`` (exact in distribution, the tokens depend on
+  the mode) they are ``cloud-only``, ``pipeline`` and ``sync``.
+
+A candidate whose inputs were never measured cannot be predicted; while an input
+is missing the plan explores: ``cloud-led`` for the first generation under
+``gumbel``/``greedy`` (it measures the drafter, the cloud's decode and the
+acceptance, and the cloud adapts how many drafts a forward takes from its own
+timings, so it already runs no slower than the cloud's decode wherever extra
+drafts in a forward cost little), the caller's ``pipeline`` under the other
+schemes. A later generation with the same client plans from the estimates. A
+near tie goes to the candidate that costs less (``cloud-only`` first: it runs
+no drafter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from picospec.codec.scheme import LED_SCHEMES, Mode, Scheme
+from picospec.runtime.timemodel import Costs, predict
+
+AUTO = "auto"
+GAMMAS = (1, 2, 3, 4, 6, 8)
+"""Block sizes auto considers (clamped to the cloud's max_block)."""
+SMOOTHING = 0.3
+"""Weight of a new measurement in an estimate."""
+TIE = 0.02
+"""A candidate must beat a cheaper one by this fraction to be chosen over it."""
+MIN_ACCEPT_SAMPLES = 8
+"""Drafts measured at the first position before acceptance counts as known."""
+
+
+def parse_mode(name: str | Mode | None) -> Mode | None:
+    """A mode by name; None (and ``"auto"``) means: let ``choose`` pick."""
+    if name is None or name == AUTO:
+        return None
+    return Mode.parse(name)
+
+
+def _ewma(old: float | None, new: float) -> float:
+    return new if old is None else (1 - SMOOTHING) * old + SMOOTHING * new
+
+
+@dataclass
+class Estimates:
+    """What one edge measured of its drafter, its link and its cloud (seconds)."""
+
+    rtt: float | None = None
+    draft: float | None = None
+    decode: float | None = None
+    """The cloud's seconds per streamed token (cloud-only, or cloud-led)."""
+    verify: dict[int, float] = field(default_factory=dict)
+    """Tokens in a forward -> seconds, from block verdicts less the round trip."""
+    reached: dict[Scheme, list[int]] = field(default_factory=dict)
+    kept: dict[Scheme, list[int]] = field(default_factory=dict)
+
+    def add_rtt(self, seconds: float) -> None:
+        self.rtt = _ewma(self.rtt, seconds)
+
+    def add_draft(self, seconds: float) -> None:
+        self.draft = _ewma(self.draft, seconds)
+
+    def add_decode(self, seconds: float) -> None:
+        self.decode = _ewma(self.decode, seconds)
+
+    def add_verify(self, tokens: int, latency: float) -> None:
+        """A block verdict: the cloud evaluated tokens positions, latency seconds
+        after the block was sent."""
+        # never below a decode step: a round trip measured on a busier path can
+        # exceed a verdict's whole latency
+        cost = max(latency - (self.rtt or 0.0), self.decode or 0.0, 1e-4)
+        self.verify[tokens] = _ewma(self.verify.get(tokens), cost)
+
+    def add_blocks(self, scheme: Scheme, blocks: Sequence[tuple[int, int]]) -> None:
+        """(accepted, drafted) of verified blocks or chains of drafts."""
+        reached = self.reached.setdefault(scheme, [])
+        kept = self.kept.setdefault(scheme, [])
+        for a, n in blocks:
+            while len(reached) < n:
+                reached.append(0)
+                kept.append(0)
+            for j in range(n):
+                reached[j] += j <= a
+                kept[j] += j < a
+
+    def accept(self, scheme: Scheme, gamma: int) -> list[float] | None:
+        """P(draft j accepted | the ones before were), j < gamma (positions never
+        measured take the last measured one's); None until measured."""
+        reached, kept = self.reached.get(scheme, []), self.kept.get(scheme, [])
+        if not reached or reached[0] < MIN_ACCEPT_SAMPLES:
+            return None
+        out: list[float] = []
+        for j in range(gamma):
+            if j < len(reached) and reached[j] >= MIN_ACCEPT_SAMPLES:
+                out.append(kept[j] / reached[j])
+            else:
+                out.append(out[-1])
+        return out
+
+    def costs(self, sizes: int) -> Costs | None:
+        """The time model's costs for forwards up to sizes tokens (None until the
+        drafter, the link and the cloud's decode are measured)."""
+        if self.rtt is None or self.draft is None or self.decode is None:
+            return None
+        known = {1: self.decode, **{n: s for n, s in self.verify.items() if n > 1}}
+        return Costs(
+            draft=self.draft,
+            verify=tuple(_interpolate(known, n) for n in range(1, sizes + 1)),
+            rtt=self.rtt,
+        )
+
+
+def _interpolate(known: dict[int, float], n: int) -> float:
+    """A forward's cost at size n, linear between the nearest measured sizes
+    (flat past the largest: the optimistic choice, until it is measured)."""
+    if n in known:
+        return known[n]
+    below = max((k for k in known if k < n), default=None)
+    above = min((k for k in known if k > n), default=None)
+    if below is None:
+        assert above is not None
+        return known[above]
+    if above is None:
+        return known[below]
+    w = (n - below) / (above - below)
+    return (1 - w) * known[below] + w * known[above]
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: Mode
+    gamma: int
+    depth: int
+    reason: str
+    """One line: what was chosen and why."""
+    predicted: dict[str, float] = field(default_factory=dict)
+    """tok/s the time model gave each candidate (empty while exploring)."""
+
+
+def candidates(scheme: Scheme, max_block: int, depth: int) -> list[tuple[Mode, int, int]]:
+    """(mode, gamma, depth) auto considers, the cheaper first."""
+    gammas = sorted({min(g, max_block) for g in GAMMAS})
+    out: list[tuple[Mode, int, int]] = [(Mode.CLOUD_ONLY, 1, 1)]
+    if scheme in LED_SCHEMES:
+        out += [(Mode.CLOUD_LED, g, depth) for g in gammas]
+    out += [(Mode.PIPELINE, g, depth) for g in gammas]
+    out += [(Mode.SYNC, g, 1) for g in gammas]
+    return out
+
+
+def choose(
+    scheme: Scheme,
+    estimates: Estimates,
+    *,
+    gamma: int,
+    depth: int,
+    max_block: int = 32,
+    n_tokens: int = 0,
+) -> Plan:
+    """The plan for the next generation; gamma and depth: the caller's knobs,
+    used while exploring."""
+    cands = candidates(scheme, max_block, depth)
+    biggest = max(g * d for _, g, d in cands) + 2
+    longest = max(g for _, g, _ in cands)
+    costs = estimates.costs(biggest)
+    accept = estimates.accept(scheme, longest)
+    if costs is None:
+        if scheme in LED_SCHEMES:
+            why = "nothing measured yet: cloud-led measures the drafter, the cloud and the link"
+            return Plan(Mode.CLOUD_LED, gamma, depth, f"auto: cloud-led ({why})")
+        why = "nothing measured yet: the pipeline measures the drafter, acceptance and verify"
+        return Plan(Mode.PIPELINE, gamma, depth, f"auto: pipeline ({why})")
+    if accept is not None:
+        return best_plan(scheme, costs, accept, cands, n_tokens=n_tokens)
+    # acceptance under this scheme is unknown: try the best measured under any scheme
+    # (or every draft accepted); if even that cannot beat the cloud alone, nothing can
+    proxies = [a for s in estimates.reached if (a := estimates.accept(s, longest)) is not None]
+    proxy = max(proxies, key=lambda a: sum(a), default=[1.0] * longest)
+    hope = best_plan(scheme, costs, proxy, cands, n_tokens=n_tokens)
+    if hope.mode is Mode.CLOUD_ONLY:
+        return Plan(
+            Mode.CLOUD_ONLY,
+            1,
+            1,
+            hope.reason.replace(
+                "(predicted",
+                f"(acceptance under {scheme.value} not measured; "
+                f"even at {proxy[0]:.2f} per position: predicted",
+                1,
+            ),
+            hope.predicted,
+        )
+    why = f"acceptance under {scheme.value} not measured yet: the pipeline measures it"
+    return Plan(Mode.PIPELINE, gamma, depth, f"auto: pipeline ({why})")
+
+
+def best_plan(
+    scheme: Scheme,
+    costs: Costs,
+    accept: Sequence[float],
+    cands: Sequence[tuple[Mode, int, int]],
+    *,
+    n_tokens: int = 0,
+) -> Plan:
+    """The candidate the time model predicts fastest, from known costs and
+    acceptance by position (at least as long as the largest gamma)."""
+    longest = max(g for _, g, _ in cands)
+    accept = [*accept, *[accept[-1]] * longest][: max(longest, len(accept))]
+    rates: dict[str, float] = {}
+    best: tuple[Mode, int, int] | None = None
+    best_rate = 0.0
+    for mode, g, d in cands:
+        rate = predict(mode.value, accept[:g], costs, depth=d, n_tokens=n_tokens).tok_per_s
+        label = mode.value if mode is Mode.CLOUD_ONLY else f"{mode.value} gamma {g}"
+        rates[label] = rate
+        if best is None or rate > best_rate * (1 + TIE):
+            best, best_rate = (mode, g, d), rate
+    assert best is not None
+    mode, g, d = best
+    only = rates[Mode.CLOUD_ONLY.value]
+    knobs = (
+        ""
+        if mode is Mode.CLOUD_ONLY
+        else f" gamma {g}" + (f" depth {d}" if mode in (Mode.PIPELINE, Mode.CLOUD_LED) else "")
+    )
+    why = (
+        f"predicted {best_rate:.1f} tok/s vs cloud-only {only:.1f}"
+        if mode is not Mode.CLOUD_ONLY
+        else f"predicted {only:.1f} tok/s; the best speculative plan "
+        f"{max(r for k, r in rates.items() if k != 'cloud-only'):.1f}"
+    )
+    return Plan(
+        mode,
+        g,
+        d,
+        f"auto: {mode.value}{knobs} ({why}; drafter {1e3 * costs.draft:.1f} ms/token, "
+        f"cloud {1e3 * costs.verify[0]:.1f} ms/token, RTT {1e3 * costs.rtt:.0f} ms, "
+        f"acceptance {accept[0]:.2f} at the first position)",
+        rates,
+    )

@@ -1,0 +1,192 @@
+"""The paper's regime: every mode in the simulator at the paper's published costs.
+
+``picospec sim --paper`` runs the simulator (the real sessions on a virtual
+clock) for the four cells of the paper's Table 1 (Qwen3-0.6B -> Qwen3-32B and
+Llama-3.2-1B -> Llama-3.1-70B, on GSM8K and HumanEval) at RTT 0 to 200 ms, with
+the per-round costs the paper publishes (``../shared/reference``: the cloud's
+autoregressive step, T_verify for gamma + 1 = 5 tokens, T_draft for 4 tokens,
+TTFT) and the acceptance per position that its mean acceptance length implies
+(i.i.d. by position, solved from (1 - a^5) / (1 - a) = length). The paper does
+not give the RTT, so every RTT is tried. A forward over n tokens costs the AR
+step at n = 1 and T_verify at n = 5, linear in between and beyond (the
+simulator's cost tables extend linearly).
+
+For each cell and RTT it reports tok/s and target forwards per token of every
+mode and of ``auto`` (``edge/plan.py``'s choice from the same costs and
+acceptance), the physical bound min(drafter rate, (gamma + 1) / T_verify), and
+two checks computed from the numbers: the best of ``cloud-led`` and ``auto``
+against the paper's PicoSpec figure at RTT <= 20 ms, and against the cloud
+alone at every RTT (``cloud-only`` simulated at the same costs, its TTFT
+included; the paper's cloud AR figure is printed beside it).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from picospec.codec.errors import ConfigError
+from picospec.codec.messages import MAX_BLOCK
+from picospec.codec.scheme import Mode, Scheme
+from picospec.edge.plan import best_plan, candidates
+
+from .profiles import CloudProfile, EdgeProfile, LinkProfile, costs_of
+from .sim import IidAcceptance, Scenario, SimResult, simulate
+
+RTTS = (0.0, 20.0, 50.0, 100.0, 200.0)
+GAMMA = 4
+DEPTH = 3
+SOURCE = "arXiv 2603.19133 v1, Tables 1-2 (a published figure used as a simulator input)"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One column of the paper's Table 1 and its row of Table 2."""
+
+    name: str
+    ar_ms: float
+    """The cloud's autoregressive step."""
+    verify_ms: float
+    """T_verify: one verify round over gamma + 1 = 5 tokens."""
+    draft4_ms: float
+    """T_draft: the drafter drafting 4 tokens."""
+    ttft_ms: float
+    accept_len: float
+    """Mean acceptance length (accepted drafts + the correction or bonus)."""
+    paper_tok_s: float
+    ar_tok_s: float
+
+    @property
+    def accept(self) -> float:
+        """The i.i.d. per-position acceptance whose mean length at gamma 4 is accept_len."""
+        lo, hi = 0.0, 1.0
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            length = sum(mid**j for j in range(GAMMA + 1))
+            lo, hi = (mid, hi) if length < self.accept_len else (lo, mid)
+        return (lo + hi) / 2
+
+    def profiles(self) -> tuple[EdgeProfile, CloudProfile]:
+        slope = (self.verify_ms - self.ar_ms) / GAMMA
+        edge = EdgeProfile(f"{self.name} drafter", draft_ms=self.draft4_ms / GAMMA, source=SOURCE)
+        cloud = CloudProfile(
+            f"{self.name} target",
+            verify_ms=tuple(self.ar_ms + slope * (n - 1) for n in range(1, GAMMA + 2)),
+            prefill_ms=self.ttft_ms,
+            source=SOURCE,
+        )
+        return edge, cloud
+
+
+CELLS = (
+    Cell("qwen-gsm8k", 72.0, 87.35, 97.46, 143.99, 2.50, 20.19, 13.89),
+    Cell("qwen-humaneval", 70.5, 78.04, 97.17, 155.11, 1.88, 16.04, 14.18),
+    Cell("llama-gsm8k", 146.0, 166.46, 171.05, 295.58, 4.29, 17.22, 6.87),
+    Cell("llama-humaneval", 146.0, 182.96, 172.41, 369.02, 4.90, 19.88, 6.86),
+)
+"""Qwen HumanEval's AR step is 1000 / 14.18 ms; the rest as published."""
+
+
+def _mean(results: list[SimResult]) -> tuple[float, float]:
+    n = sum(r.n_tokens for r in results)
+    fwd = sum(r.target_forwards for r in results) / n if n else 0.0
+    return statistics.fmean(r.tok_per_s for r in results), fwd
+
+
+def run_cell(cell: Cell, rtt_ms: float, *, tokens: int = 256, seeds: int = 4) -> dict[str, Any]:
+    """Every mode and auto in one cell at one RTT."""
+    edge, cloud = cell.profiles()
+    link = LinkProfile(f"RTT {rtt_ms:g} ms", rtt_ms=rtt_ms, rate_mbit=100.0, source="swept")
+    accept = [cell.accept] * MAX_BLOCK
+    cands = candidates(Scheme.GUMBEL, MAX_BLOCK, DEPTH)
+    costs = costs_of(edge, link, cloud, max(g * d for _, g, d in cands) + 2)
+
+    def sim(mode: Mode, gamma: int, depth: int) -> tuple[float, float]:
+        sc = Scenario(mode.value, tokens, gamma=gamma, depth=depth, scheme="gumbel")
+        return _mean(
+            [simulate(sc, edge, link, cloud, IidAcceptance(accept, seed=s)) for s in range(seeds)]
+        )
+
+    modes: dict[str, dict[str, Any]] = {}
+    for mode in (Mode.CLOUD_ONLY, Mode.SYNC, Mode.PIPELINE, Mode.CLOUD_LED):
+        tok_s, fwd = sim(mode, GAMMA, DEPTH)
+        modes[mode.value] = {"tok_per_s": tok_s, "forwards_per_token": fwd}
+    plan = best_plan(Scheme.GUMBEL, costs, accept, cands, n_tokens=tokens)
+    tok_s, fwd = sim(plan.mode, plan.gamma, plan.depth)
+    modes["auto"] = {"tok_per_s": tok_s, "forwards_per_token": fwd, "plan": plan.reason}
+    verify = costs.forward(GAMMA + 1) + costs.round_overhead
+    bound = min(1 / costs.draft, (GAMMA + 1) / verify)
+    ours = max(modes["cloud-led"]["tok_per_s"], modes["auto"]["tok_per_s"])
+    # the cloud alone at the same costs, TTFT included, in the same run
+    checks = {"beats_cloud_only": ours >= modes["cloud-only"]["tok_per_s"]}
+    if rtt_ms <= 20:
+        checks["beats_paper"] = ours >= cell.paper_tok_s
+    return {
+        "cell": cell.name,
+        "rtt_ms": rtt_ms,
+        "accept_per_position": round(cell.accept, 4),
+        "paper_tok_per_s": cell.paper_tok_s,
+        "cloud_ar_tok_per_s": cell.ar_tok_s,
+        "bound_tok_per_s": bound,
+        "best_ours_vs_bound": ours / bound,
+        "modes": modes,
+        "checks": checks,
+    }
+
+
+def paper_regime(*, tokens: int = 256, seeds: int = 4) -> list[dict[str, Any]]:
+    if tokens < 1 or seeds < 1:
+        raise ConfigError("--tokens and --seeds must be >= 1")
+    return [run_cell(c, r, tokens=tokens, seeds=seeds) for c in CELLS for r in RTTS]
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    names = ("cloud-only", "sync", "pipeline", "cloud-led", "auto")
+    head = f"{'cell':16} {'RTT':>4} " + " ".join(f"{n:>14}" for n in names)
+    lines = [
+        "tok/s (target forwards per token) in the simulator at the paper's costs; "
+        "gamma 4, depth 3, scheme gumbel",
+        head + f" {'paper':>6} {'AR':>6} {'bound':>6}  checks",
+    ]
+    for r in rows:
+        cells = " ".join(
+            f"{r['modes'][n]['tok_per_s']:7.2f} ({r['modes'][n]['forwards_per_token']:.2f})"
+            for n in names
+        )
+        checks = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["checks"].items())
+        lines.append(
+            f"{r['cell']:16} {r['rtt_ms']:4.0f} {cells} {r['paper_tok_per_s']:6.2f} "
+            f"{r['cloud_ar_tok_per_s']:6.2f} {r['bound_tok_per_s']:6.2f}  {checks}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """tok/s against RTT for every mode, one panel per cell, the paper's points marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CELLS), figsize=(4.2 * len(CELLS), 3.6), sharey=False)
+    for ax, cell in zip(axes, CELLS, strict=True):
+        mine = [r for r in rows if r["cell"] == cell.name]
+        rtts = [r["rtt_ms"] for r in mine]
+        for name in ("cloud-only", "sync", "pipeline", "cloud-led", "auto"):
+            style = "--" if name == "auto" else "-"
+            ax.plot(rtts, [r["modes"][name]["tok_per_s"] for r in mine], style, marker="o",
+                    label=name)  # fmt: skip
+        ax.plot(rtts, [r["bound_tok_per_s"] for r in mine], ":", color="grey", label="bound")
+        ax.scatter([0, 20], [cell.paper_tok_s] * 2, marker="*", s=120, color="black",
+                   label="paper PicoSpec (RTT not given)", zorder=5)  # fmt: skip
+        ax.axhline(cell.ar_tok_s, color="black", linewidth=0.6, label="paper cloud AR")
+        ax.set_title(f"{cell.name} (a = {cell.accept:.2f})")
+        ax.set_xlabel("RTT (ms)")
+        ax.set_ylabel("tok/s")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,65 @@
+"""auto: the plan from measured estimates (edge/plan.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from picospec.codec.scheme import Mode, Scheme
+from picospec.edge.plan import Estimates, choose, parse_mode
+
+
+def measured(draft: float, decode: float, verify: dict[int, float], rtt: float) -> Estimates:
+    est = Estimates()
+    est.add_rtt(rtt)
+    est.add_draft(draft)
+    est.add_decode(decode)
+    for n, s in verify.items():
+        est.add_verify(n, s + rtt)
+    return est
+
+
+def test_nothing_measured_explores_with_the_mode_that_measures_most():
+    led = choose(Scheme.GREEDY, Estimates(), gamma=4, depth=3)
+    assert led.mode is Mode.CLOUD_LED and "nothing measured yet" in led.reason
+    pipe = choose(Scheme.SPARSE_Q, Estimates(), gamma=4, depth=3)
+    assert pipe.mode is Mode.PIPELINE and (pipe.gamma, pipe.depth) == (4, 3)
+
+
+def test_this_cpu_settles_on_cloud_only():
+    # the drafter as slow as the target, a 5-token verify ~2.8x a decode step
+    est = measured(0.018, 0.020, {5: 0.056, 3: 0.040}, rtt=0.05)
+    est.add_blocks(Scheme.GREEDY, [(2, 4), (4, 4), (0, 4), (1, 4)] * 4)
+    plan = choose(Scheme.GREEDY, est, gamma=4, depth=3)
+    assert plan.mode is Mode.CLOUD_ONLY, plan.reason
+    assert plan.reason.startswith("auto: cloud-only (predicted")
+    # sparse-q's acceptance was never measured: greedy's stands in, and cannot pay either
+    other = choose(Scheme.SPARSE_Q, est, gamma=4, depth=3)
+    assert other.mode is Mode.CLOUD_ONLY and "not measured" in other.reason
+
+
+def test_a_gpu_cloud_and_a_fast_drafter_choose_a_speculative_mode():
+    est = measured(0.024, 0.072, {5: 0.087, 9: 0.095}, rtt=0.02)
+    est.add_blocks(Scheme.GREEDY, [(4, 4), (3, 4), (4, 4), (2, 4)] * 4)
+    plan = choose(Scheme.GREEDY, est, gamma=4, depth=3)
+    assert plan.mode in (Mode.CLOUD_LED, Mode.PIPELINE), plan.reason
+    assert plan.predicted[f"{plan.mode.value} gamma {plan.gamma}"] == max(plan.predicted.values())
+    assert max(plan.predicted.values()) > 1.3 * plan.predicted["cloud-only"]
+
+
+def test_unknown_acceptance_that_could_pay_is_measured_by_a_pipeline_run():
+    est = measured(0.005, 0.072, {5: 0.080}, rtt=0.02)
+    plan = choose(Scheme.SPARSE_Q, est, gamma=4, depth=3)
+    assert plan.mode is Mode.PIPELINE and "not measured yet" in plan.reason
+
+
+def test_verify_cost_is_never_below_a_decode_step():
+    est = measured(0.01, 0.02, {}, rtt=0.2)
+    est.add_verify(5, 0.1)  # a verdict quicker than the (over-estimated) round trip
+    assert est.verify[5] == pytest.approx(0.02)
+
+
+def test_parse_mode():
+    assert parse_mode("auto") is None and parse_mode(None) is None
+    assert parse_mode("cloud-led") is Mode.CLOUD_LED
+    with pytest.raises(Exception, match="unknown mode"):
+        parse_mode("warp")
