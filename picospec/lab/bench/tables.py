@@ -68,9 +68,10 @@ def table1(rows: list[dict[str, Any]]) -> str:
             f"{r['tok_per_s']:.1f} ± {r['tok_per_s_sd']:.1f}",
             _x(r["vs_cloud_only"]),
             _x(r["vs_sync"]),
-            _f(r["mean_accept_len"], 2),
+            # cloud-led has no rounds: every forward streams a verdict
+            _f(r["mean_accept_len"], 2) if r["mode"] != "cloud-led" else "-",
             _f(r["ttft_ms"], 0),
-            _f(r["round_ms"]),
+            _f(r["round_ms"]) if r["mode"] != "cloud-led" else "-",
             _f(r["t_draft_ms"]) if r["mode"] in ("sync", "pipeline", "cloud-led") else "-",
             _f(r["t_verify_ms"]),
             _f(r["up_bytes_per_token"]),
@@ -248,7 +249,7 @@ def projection_table(rows: list[dict[str, Any]]) -> str:
 
 def error_table(errs: dict[str, dict[str, float]]) -> str:
     """Per mode: how far a prediction is from the measured tok/s (``analysis.errors``)."""
-    order = [m for m in ("all", "cloud-only", "edge-only", "sync", "pipeline") if m in errs]
+    order = [m for m in ("all", *MODE_ORDER) if m in errs]
     return _table(
         ["mode", "runs", "mean \\|error\\|", "max \\|error\\|", "runs within 10%"],
         [
