@@ -257,7 +257,10 @@ def test_delivered_fraction_matches_the_loss_rate():
         while len(sink.arrivals) < relay.up.delivered and loop.time() < deadline:
             await asyncio.sleep(0.01)
         assert relay.up.delivered + relay.up.lost == relay.up.packets
-        return len(sink.arrivals) / n
+        # what the emulator passed on reached the sink, and what the kernel dropped before
+        # the relay (a loaded machine's loopback buffers) does not count against the model
+        assert len(sink.arrivals) == relay.up.delivered and relay.up.packets >= 0.9 * n
+        return relay.up.delivered / relay.up.packets
 
     tolerance = 4 * math.sqrt(loss * (1 - loss) / n)
 
