@@ -59,10 +59,7 @@ class DraftStore:
         """Position of the first draft held (or, with none, of the next one expected)."""
         self.tokens: deque[int] = deque()
         self.matched = 0
-        """Drafts that agreed with a token the cloud committed without them in its
-        forward (they arrived late, or were not taken)."""
-        self.checked = 0
-        """Drafts checked that way, agreeing or not."""
+        """Drafts that agreed with a committed token when they were checked against it."""
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -99,7 +96,6 @@ class DraftStore:
         while self.tokens and self.start < len(committed):
             ok = self.tokens.popleft() == committed[self.start]
             out.append(ok)
-            self.checked += 1
             if not ok:
                 self.dead = True
                 self.tokens.clear()

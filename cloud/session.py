@@ -412,6 +412,8 @@ class CloudSession:
         store, policy = gen.drafts, gen.policy
         assert store is not None and policy is not None
         at = len(seq.tokens)
+        # drafts that arrived late were already checked by DraftStore.add, whose
+        # outcomes do not reach the policy: it learns from the forwards that take drafts
         policy.record_checks(store.advance(seq.tokens))
         room = gen.start.max_new_tokens - (at - len(gen.prompt)) - 1
         drafts = store.ready(at)[: max(0, room)]

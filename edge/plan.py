@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from picospec.codec.scheme import LED_SCHEMES, Mode, Scheme
-from picospec.runtime.timemodel import Costs, predict
+from picospec.runtime.timemodel import Costs, position_counts, predict
 
 AUTO = "auto"
 GAMMAS = (1, 2, 3, 4, 6, 8)
@@ -88,15 +88,14 @@ class Estimates:
 
     def add_blocks(self, scheme: Scheme, blocks: Sequence[tuple[int, int]]) -> None:
         """(accepted, drafted) of verified blocks or chains of drafts."""
+        longest = max((n for _, n in blocks), default=0)
         reached = self.reached.setdefault(scheme, [])
         kept = self.kept.setdefault(scheme, [])
-        for a, n in blocks:
-            while len(reached) < n:
-                reached.append(0)
-                kept.append(0)
-            for j in range(n):
-                reached[j] += j <= a
-                kept[j] += j < a
+        reached += [0] * (longest - len(reached))
+        kept += [0] * (longest - len(kept))
+        for j, (r, k) in enumerate(zip(*position_counts(blocks, longest), strict=True)):
+            reached[j] += r
+            kept[j] += k
 
     def accept(self, scheme: Scheme, gamma: int) -> list[float] | None:
         """P(draft j accepted | the ones before were), j < gamma (positions never

@@ -108,6 +108,13 @@ class Costs:
 def per_position(blocks: Sequence[tuple[int, int]], gamma: int) -> list[float]:
     """P(draft j accepted | drafts 0..j-1 accepted), j = 0..gamma-1, from
     (accepted, drafted) pairs; blocks shorter than gamma count up to their size."""
+    reached, kept = position_counts(blocks, gamma)
+    return [k / r if r else 0.0 for k, r in zip(kept, reached, strict=True)]
+
+
+def position_counts(blocks: Sequence[tuple[int, int]], gamma: int) -> tuple[list[int], list[int]]:
+    """(reached, kept) by position j < gamma: blocks whose first j drafts were
+    accepted, and of those, the ones whose draft j was accepted too."""
     reached, kept = [0] * gamma, [0] * gamma
     for a, n in blocks:
         for j in range(min(n, gamma)):
@@ -115,7 +122,7 @@ def per_position(blocks: Sequence[tuple[int, int]], gamma: int) -> list[float]:
                 reached[j] += 1
             if j < a:
                 kept[j] += 1
-    return [k / r if r else 0.0 for k, r in zip(kept, reached, strict=True)]
+    return reached, kept
 
 
 def reach(accept: Sequence[float]) -> list[float]:
