@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,8 +17,6 @@ import urllib.request
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from cloudproc import TOKEN as PROC_TOKEN
-from cloudproc import free_port
 from markov import MarkovBackend
 from servers import GREEDY, PROMPT, TOKEN, ServerThread, good_tokens
 from test_client import Slow, client
@@ -26,6 +26,7 @@ from picospec.cloud.limits import Limits
 from picospec.cloud.metrics import CloudMetrics, application
 from picospec.codec.errors import ConfigError
 from picospec.edge.client import EdgeClient, EdgeError, GenerationError
+from picospec.lab.bench.cloudproc import free_port
 from picospec.runtime.quic import generate_self_signed
 
 
@@ -173,8 +174,9 @@ def test_sigterm_drains_a_real_cloud_and_the_edge_finishes_locally(smollm2, tmp_
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     pin = generate_self_signed(cert, key, host="localhost")
-    port, mport = free_port(), free_port()
-    (tmp_path / "token").write_text(PROC_TOKEN + "\n")
+    port, mport = free_port(), free_port(socket.SOCK_STREAM)
+    token = secrets.token_hex(16)
+    (tmp_path / "token").write_text(token + "\n")
     (tmp_path / "cloud.toml").write_text(
         f'[cloud]\nlisten = "127.0.0.1:{port}"\nmodel = "{smollm2["target"]}"\n'
         f'cert = "{cert}"\nkey = "{key}"\ntoken_file = "{tmp_path / "token"}"\nthreads = 1\n'
@@ -191,7 +193,7 @@ def test_sigterm_drains_a_real_cloud_and_the_edge_finishes_locally(smollm2, tmp_
         assert proc.stdout is not None and "serving" in proc.stdout.readline()
         cfg = EdgeConfig(cloud=f"127.0.0.1:{port}", pin=pin, threads=1, n_ctx=1024,
                          offline_after_s=1.0, reconnect_max_s=0.5)  # fmt: skip
-        with Edge(cfg, token=PROC_TOKEN) as edge:
+        with Edge(cfg, token=token) as edge:
             chunks = []
             story = [{"role": "user", "content": "Write a long story about a robot."}]
             sent = False

@@ -13,10 +13,10 @@ import asyncio
 import time
 
 import pytest
-from cloudproc import TOKEN, CloudProcess
 
 from picospec.edge.api import AsyncEdge, Chunk, Edge, ReplyError
 from picospec.edge.config import EdgeConfig
+from picospec.lab.bench.cloudproc import CloudProcess
 from picospec.lab.link import LinkConfig, LinkRelay
 from picospec.runtime.netargs import host_port
 
@@ -28,19 +28,19 @@ FAST = dict(offline_after_s=1.0, reconnect_max_s=0.5, n_ctx=1024, threads=1)
 
 @pytest.fixture
 def cloud(smollm2, tmp_path):
-    proc = CloudProcess(smollm2["target"], tmp_path).start()
+    proc = CloudProcess(smollm2["target"], tmp_path, n_ctx=1024, args=())
     yield proc
     proc.stop()
 
 
 def config(cloud: CloudProcess, address: str | None = None, **kw) -> EdgeConfig:
-    fields = dict(FAST, cloud=address or cloud.address, pin=cloud.pin, pair="smollm2")
+    fields = dict(FAST, cloud=address or cloud.endpoint, pin=cloud.pin, pair="smollm2")
     return EdgeConfig(**(fields | kw))  # type: ignore[arg-type]
 
 
 def reference(cloud: CloudProcess, n: int) -> list[int]:
     """The cloud-only greedy tokens of PROMPT."""
-    with Edge(config(cloud), token=TOKEN) as edge:
+    with Edge(config(cloud), token=cloud.token) as edge:
         return edge.chat(PROMPT, max_tokens=n, mode="cloud-only", seed=0).tokens
 
 
@@ -56,10 +56,10 @@ def test_the_link_going_dark_mid_generation_continues_locally_then_verified(clou
 
     async def scenario():
         fast = LinkConfig(delay_ms=2)
-        up = host_port(cloud.address)
+        up = host_port(cloud.endpoint)
         async with LinkRelay(listen=("127.0.0.1", 0), upstream=up, up=fast, down=fast) as link:
             addr = f"{link.address[0]}:{link.address[1]}"
-            async with AsyncEdge(config(cloud, addr), token=TOKEN) as edge:
+            async with AsyncEdge(config(cloud, addr), token=cloud.token) as edge:
                 chunks: list[Chunk] = []
                 stream = edge.stream(PROMPT, max_tokens=400, seed=0, mode="pipeline")
                 outage = None
@@ -85,11 +85,11 @@ def test_the_link_going_dark_mid_generation_continues_locally_then_verified(clou
 
 def test_a_cloud_killed_mid_generation_and_restarted(cloud):
     want = reference(cloud, 40)
-    with Edge(config(cloud), token=TOKEN) as edge:
+    with Edge(config(cloud), token=cloud.token) as edge:
         chunks: list[Chunk] = []
         for chunk in edge.stream(PROMPT, max_tokens=40, seed=0, mode="pipeline"):
             chunks.append(chunk)
-            if sum(len(c.tokens) for c in chunks) >= 6 and cloud.proc is not None:
+            if sum(len(c.tokens) for c in chunks) >= 6 and cloud.running:
                 cloud.kill()  # SIGKILL: no Bye, no close
         tokens = [t for c in chunks for t in c.tokens]
         flags = check_stream(chunks, tokens)
@@ -107,9 +107,11 @@ def test_a_cloud_killed_mid_generation_and_restarted(cloud):
 
 
 def test_an_unreachable_cloud_at_start_generates_locally_and_is_used_once_up(smollm2, tmp_path):
-    cloud = CloudProcess(smollm2["target"], tmp_path)  # not started: nothing listens
+    cloud = CloudProcess(
+        smollm2["target"], tmp_path, n_ctx=1024, args=(), start=False
+    )  # not started: nothing listens
     try:
-        with Edge(config(cloud), token=TOKEN) as edge:
+        with Edge(config(cloud), token=cloud.token) as edge:
             assert edge.health()["status"].startswith("degraded: offline since")
             alone = edge.chat(PROMPT, max_tokens=12, seed=0)
             assert alone.local_tokens == 12 and alone.verified_tokens == 0

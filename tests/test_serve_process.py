@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import pytest
-from cloudproc import TOKEN, CloudProcess
 
+from picospec.lab.bench.cloudproc import CloudProcess
 from picospec.lab.link import LinkConfig, LinkRelay
 from picospec.runtime.netargs import host_port
 
@@ -92,7 +92,7 @@ async def curl(*args: str) -> str:
 
 @pytest.fixture
 def cloud(smollm2, tmp_path):
-    proc = CloudProcess(smollm2["target"], tmp_path).start()
+    proc = CloudProcess(smollm2["target"], tmp_path, n_ctx=1024, args=())
     yield proc
     proc.stop()
 
@@ -109,12 +109,12 @@ def test_edge_serve_with_openai_curl_systemd_notifications_an_outage_and_sigterm
 
     async def scenario() -> dict[str, object]:
         fast = LinkConfig(delay_ms=2)
-        up = host_port(cloud.address)
+        up = host_port(cloud.endpoint)
         notes = Notifications(tmp_path / "notify")
         notes.start()
         async with LinkRelay(listen=("127.0.0.1", 0), upstream=up, up=fast, down=fast) as link:
             env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"),
-                       WATCHDOG_USEC="1000000", PICOSPEC_TOKEN=TOKEN)  # fmt: skip
+                       WATCHDOG_USEC="1000000", PICOSPEC_TOKEN=cloud.token)  # fmt: skip
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "picospec", "edge", "serve", "--config", str(config),
                 "--cloud", f"127.0.0.1:{link.address[1]}", "--pin", cloud.pin,
