@@ -31,11 +31,21 @@ def open_backend(
     device: str | None = None,
     batched: bool = True,
     prefix_cache: bool = True,
+    gpus: int = 1,
 ) -> Backend:
     """The named backend serving model (batched: evaluate many sessions' forwards
     as one batch, where the backend can; prefix_cache: reuse the KV of a prompt
-    prefix another session evaluated, where the backend can)."""
+    prefix another session evaluated, where the backend can; gpus: the GPUs one
+    target spans: torch places its layers across them, trtllm runs tensor
+    parallel over them; neither is verified on more than one GPU)."""
     path = Path(model)
+    if gpus < 1:
+        raise ConfigError(f"gpus must be >= 1, got {gpus}")
+    if gpus > 1 and (kind not in ("torch", "trtllm") or path.suffix == ".gguf"):
+        raise ConfigError(
+            f"--gpus {gpus}: a target spans several GPUs only with --backend torch (a Hugging "
+            f"Face directory) or trtllm; {kind} on {path.name} runs on one device"
+        )
     if kind == "llama":
         from .llama_backend import LlamaBackend
 
@@ -50,10 +60,10 @@ def open_backend(
     if kind == "torch":
         from .torch_backend import TorchBackend
 
-        load = TorchBackend.from_gguf if path.suffix == ".gguf" else TorchBackend.from_pretrained
-        return load(
-            path, device=device, max_sessions=max_sessions, max_context=n_ctx, threads=threads
-        )
+        options = dict(device=device, max_sessions=max_sessions, max_context=n_ctx, threads=threads)
+        if path.suffix == ".gguf":
+            return TorchBackend.from_gguf(path, **options)
+        return TorchBackend.from_pretrained(path, gpus=gpus, **options)
     if kind == "ort":
         from .ort_backend import OrtGenAIBackend
 
@@ -67,5 +77,8 @@ def open_backend(
     if kind == "trtllm":
         from .trtllm_backend import TrtLlmBackend
 
-        return TrtLlmBackend(path, max_seq_len=n_ctx, max_sessions=max_sessions)
+        parallel = {"tensor_parallel_size": gpus} if gpus > 1 else {}
+        return TrtLlmBackend(
+            path, max_seq_len=n_ctx, max_sessions=max_sessions, llm_kwargs=parallel
+        )
     raise ConfigError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")

@@ -32,8 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
     from .timed import TimedBackend
 
     cfg = config_file.load(args.config) if args.config else config_file.CloudConfig()
-    names = ("listen", "backend", "model", "pair", "device", "cert", "key", "threads", "n_ctx",
-             "max_sessions", "metrics", "drain_s", "batch",
+    names = ("listen", "backend", "model", "pair", "device", "gpus", "cert", "key", "threads",
+             "n_ctx", "max_sessions", "metrics", "drain_s", "batch",
              "prefix_cache")  # fmt: skip
     cfg = cfg.with_overrides(
         **{n: getattr(args, n) for n in names},
@@ -58,6 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
         device=cfg.device or None,
         batched=cfg.batch,
         prefix_cache=cfg.prefix_cache,
+        gpus=cfg.gpus,
     )
     backend = TimedBackend(inner, limit=0, on_forward=metrics.observe_forward)
     service = VerifierService(
@@ -145,6 +146,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--model", help="target model for the backend (default: the --pair GGUF)")
     s.add_argument(
         "--device", help="torch: cuda or cpu (default: cuda if present); ort: cpu or cuda"
+    )
+    s.add_argument(
+        "--gpus",
+        type=int,
+        help="GPUs one target spans: torch places its layers across them (a Hugging Face "
+        "directory; needs accelerate), trtllm runs tensor parallel over them; default 1 "
+        "(neither is verified on more than one GPU)",
     )
     s.add_argument("--pair", help="model pair whose target to serve (default smollm2)")
     s.add_argument("--cert", help="TLS certificate (PEM)")

@@ -37,6 +37,9 @@ class CloudConfig:
     """Model pair whose target to serve when ``model`` is empty."""
     device: str = ""
     """torch: cuda or cpu (default: cuda if present); ort: cpu or cuda."""
+    gpus: int = 1
+    """GPUs one target spans: torch places its layers across them, trtllm runs
+    tensor parallel over them (neither verified on more than one GPU)."""
     cert: str = ""
     """TLS certificate (PEM)."""
     key: str = ""

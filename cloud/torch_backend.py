@@ -104,6 +104,7 @@ class TorchBackend(VocabBackend):
         device_transform: bool | None = None,
         threads: int | None = None,
         name: str = "torch",
+        placed: bool = False,
     ) -> None:
         """model: a transformers causal LM (``model(input_ids=..., position_ids=...,
         cache=..., use_cache=True)`` returning ``.logits``); device: "cuda" when
@@ -111,7 +112,10 @@ class TorchBackend(VocabBackend):
         max_context: positions per session (default: the model's
         max_position_embeddings); device_transform: run the sampling transform on
         the device (default: on CUDA only); threads: CPU threads for torch's
-        operators (process-wide, ``torch.set_num_threads``; default: torch's own)."""
+        operators (process-wide, ``torch.set_num_threads``; default: torch's own);
+        placed: the model's layers are already on their devices (a multi-GPU
+        device map, ``from_pretrained(gpus=N)``): it is not moved, and device is
+        where the inputs go (the first GPU)."""
         torch, _ = _libraries()
         self._torch = torch
         if threads is not None:
@@ -121,7 +125,7 @@ class TorchBackend(VocabBackend):
         self.device = _resolve_device(torch, device)
         self.dtype_name = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
         self.dtype = _torch_dtype(torch, self.dtype_name)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.model = (model if placed else model.to(device=self.device, dtype=self.dtype)).eval()
         self.vocab_size = _output_width(model)
         if vocab.size != self.vocab_size:
             raise ConfigError(
@@ -146,16 +150,25 @@ class TorchBackend(VocabBackend):
     # --- constructors ----------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **options: Any) -> TorchBackend:
-        """A Hugging Face model directory (config.json, safetensors, tokenizer)."""
+    def from_pretrained(cls, path: str | Path, *, gpus: int = 1, **options: Any) -> TorchBackend:
+        """A Hugging Face model directory (config.json, safetensors, tokenizer).
+
+        gpus > 1 places the layers across the first gpus CUDA devices
+        (transformers' ``device_map="balanced"``, which needs accelerate), for a
+        target larger than one GPU's memory: the layers run one GPU after the
+        other (pipeline placement, not tensor parallelism), so it adds memory,
+        not speed. NOT VERIFIED: this project has had no multi-GPU machine."""
         torch, transformers = _libraries()
         path = Path(path)
         if not path.is_dir():
             raise ConfigError(f"not a model directory: {path}")
+        placement = _placement(torch, gpus)
+        if placement:
+            options.update(device="cuda:0", placed=True)
         dtype = _torch_dtype(torch, _default_dtype(torch, options))
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(
-                path, dtype=dtype, local_files_only=True
+                path, dtype=dtype, local_files_only=True, **placement
             )
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError, KeyError) as e:
@@ -166,7 +179,7 @@ class TorchBackend(VocabBackend):
         vocab = LlamaVocab.from_tokenizer(
             tokenizer, _output_width(model), fallback_ids=fallback, eos_ids=eos_ids
         )
-        options.setdefault("name", f"torch:{path.name}")
+        options.setdefault("name", f"torch:{path.name}" + (f" on {gpus} GPUs" if placement else ""))
         return cls(model, vocab, **options)
 
     @classmethod
@@ -325,6 +338,26 @@ def _resolve_device(torch: Any, device: str | None) -> Any:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} was asked for but torch sees no CUDA device")
     return dev
+
+
+def _placement(torch: Any, gpus: int) -> dict[str, Any]:
+    """``from_pretrained`` arguments that spread a model over gpus CUDA devices
+    (none for one)."""
+    if gpus < 1:
+        raise ConfigError(f"gpus must be >= 1, got {gpus}")
+    if gpus == 1:
+        return {}
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < gpus:
+        raise ConfigError(f"--gpus {gpus} was asked for, but torch sees {found} CUDA devices")
+    try:
+        import accelerate  # noqa: F401  (transformers' device_map needs it)
+    except ImportError:
+        raise ConfigError(
+            f"placing a model over {gpus} GPUs needs accelerate; install it with `{EXTRA}`"
+        ) from None
+    memory = {i: torch.cuda.get_device_properties(i).total_memory for i in range(gpus)}
+    return {"device_map": "balanced", "max_memory": memory}
 
 
 def _default_dtype(torch: Any, options: Mapping[str, Any]) -> str:

@@ -35,3 +35,23 @@ def test_serve_refuses_a_non_default_backend_without_a_model(capsys, tmp_path):
     assert main(argv) == 2
     assert "--backend torch needs --model" in capsys.readouterr().err
     assert set(BACKENDS) == {"llama", "torch", "ort", "trtllm"}
+
+
+def test_gpus_is_refused_where_a_target_cannot_span_gpus():
+    with pytest.raises(ConfigError, match="--gpus 2: a target spans several GPUs only with"):
+        open_backend("llama", "/nowhere/model.gguf", gpus=2)
+    with pytest.raises(ConfigError, match="ort on m runs on one device"):
+        open_backend("ort", "/nowhere/m", gpus=2)
+    with pytest.raises(ConfigError, match="gpus must be >= 1"):
+        open_backend("torch", "/nowhere/m", gpus=0)
+
+
+def test_torch_over_more_gpus_than_torch_sees_says_how_many_it_sees(tmp_path):
+    torch = pytest.importorskip("torch")
+    from picospec.cloud.torch_backend import TorchBackend
+
+    if torch.cuda.is_available() and torch.cuda.device_count() >= 64:  # pragma: no cover
+        pytest.skip("this machine has 64 GPUs")
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ConfigError, match=f"--gpus 64 was asked for, but torch sees {found} CUDA"):
+        TorchBackend.from_pretrained(tmp_path, gpus=64)

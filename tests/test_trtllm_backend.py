@@ -100,6 +100,32 @@ def test_constructing_without_the_library_says_it_is_missing_and_unverified(
     assert "NOT verified in this project" in str(e.value)
 
 
+def test_gpus_become_tensorrt_llms_tensor_parallel_size(monkeypatch, checkpoint):
+    """What ``cloud serve --backend trtllm --gpus N`` hands TensorRT-LLM (the
+    library itself is faked: it cannot be installed here)."""
+    import types
+
+    from picospec.cloud.backends import open_backend
+
+    seen: dict[str, object] = {}
+
+    def llm(**kwargs):
+        seen.update(kwargs)
+        return object()
+
+    fake = types.ModuleType("tensorrt_llm")
+    fake.LLM, fake.SamplingParams = llm, lambda **kw: kw  # type: ignore[attr-defined]
+    api = types.ModuleType("tensorrt_llm.llmapi")
+    api.KvCacheConfig = lambda **kw: ("kv", kw)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", fake)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm.llmapi", api)
+    open_backend("trtllm", checkpoint, n_ctx=512, gpus=4)
+    assert seen["tensor_parallel_size"] == 4 and seen["max_seq_len"] == 512
+    seen.clear()
+    open_backend("trtllm", checkpoint, n_ctx=512)
+    assert "tensor_parallel_size" not in seen
+
+
 def test_each_forward_resends_the_session_sequence(checkpoint, prompt):
     engine = FakeEngine()
     b = TrtLlmBackend(checkpoint, engine=engine)
