@@ -64,12 +64,13 @@ class DraftStore:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def add(self, block: DraftBlock, committed: Sequence[int]) -> None:
+    def add(self, block: DraftBlock, committed: Sequence[int]) -> list[bool]:
         """Take a block of drafts; committed: every token the cloud has committed
-        (prompt included). Raises ProtocolError for a block that cannot belong to
-        a chain, DraftLimit past capacity."""
+        (prompt included). Returns the checks of the drafts that arrived for
+        committed positions (as ``advance``). Raises ProtocolError for a block
+        that cannot belong to a chain, DraftLimit past capacity."""
         if block.epoch < self.epoch or (block.epoch == self.epoch and self.dead):
-            return  # a chain that already disagreed with the cloud
+            return []  # a chain that already disagreed with the cloud
         if block.epoch > self.epoch:
             if block.start > len(committed):
                 raise ProtocolError(
@@ -86,7 +87,7 @@ class DraftStore:
         if len(self.tokens) + len(block.tokens) > self.capacity:
             raise DraftLimit(f"more than {self.capacity} drafts waiting (max_depth x max_block)")
         self.tokens.extend(block.tokens)
-        self.advance(committed)
+        return self.advance(committed)
 
     def advance(self, committed: Sequence[int]) -> list[bool]:
         """Check the drafts for positions now committed against what was

@@ -272,9 +272,10 @@ class CloudSession:
             why = f"a block of {len(msg.tokens)} drafts is over max_block ({lim.max_block})"
             return self._end_with(gen, msg, ErrorCode.LIMIT, why)
         if gen.drafts is not None:
+            assert gen.policy is not None
             committed = gen.seq.tokens if gen.seq is not None else gen.prompt
             try:
-                gen.drafts.add(msg, committed)
+                gen.policy.record_checks(gen.drafts.add(msg, committed))
             except ProtocolError as e:
                 return self._end_with(gen, msg, ErrorCode.PROTOCOL, str(e))
             except DraftLimit as e:
@@ -412,9 +413,7 @@ class CloudSession:
         store, policy = gen.drafts, gen.policy
         assert store is not None and policy is not None
         at = len(seq.tokens)
-        # drafts that arrived late were already checked by DraftStore.add, whose
-        # outcomes do not reach the policy: it learns from the forwards that take drafts
-        policy.record_checks(store.advance(seq.tokens))
+        policy.record_checks(store.advance(seq.tokens))  # late drafts (add checks most)
         room = gen.start.max_new_tokens - (at - len(gen.prompt)) - 1
         drafts = store.ready(at)[: max(0, room)]
         m = policy.choose(len(drafts))

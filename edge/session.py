@@ -183,6 +183,9 @@ class EdgeSession:
     gamma: int = 4
     depth: int = 3
     early_send: bool = False
+    first_gamma: int = 0
+    """The first block after a rejection (and the generation's first) holds at
+    most this many drafts (0: gamma)."""
     generated: list[int] = field(default_factory=list)
     stats: EdgeStats = field(default_factory=EdgeStats)
     epoch: int = 0
@@ -198,11 +201,14 @@ class EdgeSession:
     _led: deque[_Block] = field(default_factory=deque)
     """cloud-led: the drafts sent for positions committed_end.., one per entry."""
     _matched: int = 0  # cloud-led: drafts of the current chain that matched
+    _fresh: bool = True  # no block sent since the start or the last rejection
 
     def __post_init__(self) -> None:
         self.mode = Mode.parse(self.mode)
         if not 1 <= self.gamma <= MAX_BLOCK:
             raise ConfigError(f"gamma must be in 1..{MAX_BLOCK}, got {self.gamma}")
+        if not 0 <= self.first_gamma <= MAX_BLOCK:
+            raise ConfigError(f"first_gamma must be in 0..{MAX_BLOCK}, got {self.first_gamma}")
         if not 1 <= self.depth <= MAX_DEPTH:
             raise ConfigError(f"depth must be in 1..{MAX_DEPTH}, got {self.depth}")
         if self.max_new < 1 or not self.prompt:
@@ -278,14 +284,17 @@ class EdgeSession:
         """How many tokens to draft for the next block now (0: wait for a verdict)."""
         if self.done or not self.mode.speculative or not self.generated:
             return 0
+        gamma = self.gamma
+        if self.first_gamma and self._fresh:
+            gamma = min(gamma, self.first_gamma)  # after a rejection: send a block sooner
         if self.led:
             room = self.gamma * self.depth - len(self._led)
         elif len(self._inflight) >= self.depth:
             return 0
         else:
-            room = self.gamma
+            room = gamma
         left = len(self.prompt) + self.max_new - self.tail
-        return max(0, min(self.gamma, left, room))
+        return max(0, min(gamma, left, room))
 
     def send_early(self, drafted: int, drafting_s: float) -> bool:
         """Latency-aware early send: with nothing in flight the cloud is idle, so
@@ -322,6 +331,7 @@ class EdgeSession:
             else (),
         )
         self._correction = None
+        self._fresh = False
         if self.led:
             self._led.extend(_Block(self.epoch, start + i, (d,), now) for i, d in enumerate(drafts))
         else:
@@ -386,6 +396,7 @@ class EdgeSession:
             self.stats.rollbacks += 1
             self.stats.discarded += (n - a) + sum(len(b.drafts) for b in self._inflight)
             self._inflight.clear()
+            self._fresh = True
         if token is not None and not self.done:
             # the drafter holds the block's drafts; it must hold the decided token too
             # (after a bonus as after a correction), or its next block starts one short
@@ -423,6 +434,7 @@ class EdgeSession:
             self.stats.discarded += len(sent)
             self.stats.chains.append((self._matched, self._matched + 1))
             sent.clear()
+            self._fresh = True
         elif self._matched:
             self.stats.chains.append((self._matched, self._matched))
         self._matched = 0

@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from markov import MarkovBackend, V, sampling
-from test_sessions import cloud_for, edge_session, run, start
+from test_sessions import cloud_for, edge_session, hello, run, start
 
 from picospec.cloud.led import DraftStore, ForwardCosts, LedPolicy
+from picospec.cloud.session import CloudSession
 from picospec.codec.draft import DraftToken
 from picospec.codec.errors import ConfigError, ProtocolError
 from picospec.codec.messages import DraftBlock, Error, ErrorCode, Verdict
@@ -149,3 +150,28 @@ def test_policy_takes_drafts_where_they_pay_and_not_where_they_do_not():
     assert costs(1) == pytest.approx(0.012) and costs(3) is None
     unknown = LedPolicy(costs)
     assert unknown.choose(4) == 1  # a size never timed is tried, then known
+
+
+def test_late_drafts_that_agree_teach_the_policy_to_take_drafts():
+    """Drafts arriving for positions the cloud has committed are checked on arrival;
+    their outcome reaches the policy, so a cloud that decodes alone (a draft costs
+    more than it saves at the prior's acceptance) learns that they match."""
+    only = run(Scheme.GREEDY, 0.0, mode="cloud-only", max_new=40)[0].generated
+
+    def dear(n: int) -> float:  # a draft costs almost a forward
+        return 1.0 + 0.9 * (n - 1)
+
+    assert LedPolicy(dear).choose(1) == 0  # from the prior alone: decode alone
+    cloud = CloudSession(MarkovBackend(), token=b"tok", forward_cost=dear)
+    cloud.receive(hello())
+    prompt, late = (0, 1), 20
+    assert cloud.receive(start(prompt=prompt, max_new=40, mode=Mode.CLOUD_LED)) == []
+    verdicts: list[Verdict] = []
+    for _ in range(late):  # no draft has arrived
+        verdicts += [m for m in cloud.step() if isinstance(m, Verdict)]
+    assert len(verdicts) == late and all(v.accepted == 0 for v in verdicts)
+    # the drafts arrive late, each agreeing with what the cloud committed, and one
+    # more for the cloud's next position
+    assert cloud.receive(block(0, len(prompt), only[: late + 1])) == []
+    (nxt,) = [m for m in cloud.step() if isinstance(m, Verdict)]
+    assert nxt.start == len(prompt) + late and nxt.accepted == 1  # it was taken

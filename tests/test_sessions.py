@@ -273,6 +273,24 @@ def test_early_send_only_when_the_cloud_would_idle_and_drafting_is_slow():
     assert not s.send_early(1, drafting_s=0.08)  # a block is in flight: the cloud is busy
 
 
+def test_first_gamma_shortens_the_first_block_and_the_first_after_each_rejection():
+    s = edge_session(prompt=(0,), max_new=40, gamma=4, depth=3, first_gamma=1)
+    s.receive(Verdict(session=1, epoch=0, start=1, accepted=0, token=2, target_forwards=1), 0)
+    assert s.want() == 1  # the generation's first block
+    s.block([DraftToken(3, None)], now=0.0)
+    assert s.want() == 4  # then whole blocks, while the chain holds
+    s.block([DraftToken(t, None) for t in (4, 5, 6, 7)], now=0.0)
+    v = Verdict(session=1, epoch=0, start=2, accepted=1, token=None, target_forwards=1)
+    s.receive(v, now=0.01)  # the first block was accepted: no rejection, no short block
+    assert s.want() == 4
+    v = Verdict(session=1, epoch=0, start=3, accepted=2, token=9, target_forwards=1)
+    assert Resume(5, 9) in s.receive(v, now=0.02)  # a rejection
+    assert s.want() == 1
+    assert edge_session(prompt=(0,), gamma=4).first_gamma == 0  # off by default
+    with pytest.raises(ConfigError, match=r"first_gamma must be in 0\.\.64"):
+        edge_session(prompt=(0,), first_gamma=65)
+
+
 # --- per-generation sampling -------------------------------------------------------
 
 

@@ -202,3 +202,36 @@ def test_paper_regime_reports_every_mode_and_its_checks():
     best = max(row["modes"]["cloud-led"]["tok_per_s"], row["modes"]["auto"]["tok_per_s"])
     assert row["checks"]["beats_cloud_only"] == (best >= row["modes"]["cloud-only"]["tok_per_s"])
     assert row["best_ours_vs_bound"] <= 1.0 + 1e-9
+
+
+def test_cheaper_misses_compare_each_option_with_the_best_grid_point():
+    from picospec.lab import paper
+
+    rows = paper.misses(rtt_ms=20.0, tokens=48, seeds=1)
+    assert len(rows) == len(paper.CELLS) * len(paper.MISS_MODES)
+    for r in rows:
+        b, a, f = r["best"], r["abandon"], r["first_gamma"]
+        assert a["gain"] == pytest.approx(a["tok_per_s"] / b["tok_per_s"] - 1)
+        assert f["gain"] == pytest.approx(f["tok_per_s"] / b["tok_per_s"] - 1)
+        assert 1 <= f["first_gamma"] < f["gamma"]
+    # the best is the grid's best: no grid point of the first cell beats it
+    edge, cloud = paper.CELLS[0].profiles()
+    link = LinkProfile("x", rtt_ms=20.0, rate_mbit=100.0)
+    sc = Scenario("pipeline", 48, gamma=4, depth=3, scheme="gumbel")
+    one = simulate(sc, edge, link, cloud, IidAcceptance([paper.CELLS[0].accept] * 64, seed=0))
+    assert rows[0]["mode"] == "pipeline" and rows[0]["best"]["tok_per_s"] >= one.tok_per_s - 1e-9
+    assert "shorter first block" in paper.render_misses(rows)
+
+
+def test_first_gamma_in_the_simulator_sends_a_short_block_after_each_rejection():
+    from picospec.lab import paper
+
+    edge, cloud = paper.CELLS[2].profiles()
+    link = LinkProfile("x", rtt_ms=50.0, rate_mbit=100.0)
+    acc = IidAcceptance([0.6] * 8, seed=3)
+    short = simulate(Scenario("pipeline", 64, gamma=4, depth=2, first_gamma=1), edge, link,
+                     cloud, acc)  # fmt: skip
+    whole = simulate(Scenario("pipeline", 64, gamma=4, depth=2), edge, link, cloud,
+                     IidAcceptance([0.6] * 8, seed=3))  # fmt: skip
+    assert short.n_tokens == whole.n_tokens == 64
+    assert short.rounds > whole.rounds  # more, smaller blocks

@@ -142,6 +142,69 @@ def paper_regime(*, tokens: int = 256, seeds: int = 4) -> list[dict[str, Any]]:
     return [run_cell(c, r, tokens=tokens, seeds=seeds) for c in CELLS for r in RTTS]
 
 
+MISS_MODES = (Mode.PIPELINE, Mode.CLOUD_LED)
+MISS_GAMMAS = (1, 2, 3, 4, 6)
+MISS_DEPTHS = (1, 2, 3, 6)
+
+
+def misses(*, rtt_ms: float = 20.0, tokens: int = 256, seeds: int = 4) -> list[dict[str, Any]]:
+    """The issue's two cheaper misses, at the paper's costs: for each cell and
+    speculative mode, the best (gamma, depth) of a grid; that best with the
+    drafter step in progress stopped when a rejection arrives (the simulator's
+    ``abandon_on_rejection``); and the best of the same grid with a shorter first
+    block after each rejection (``first_gamma``, 1..gamma - 1). Each row says
+    what the option gains over the best without it, on the same seeds."""
+    link = LinkProfile(f"RTT {rtt_ms:g} ms", rtt_ms=rtt_ms, rate_mbit=100.0, source="swept")
+    out = []
+
+    def rate(
+        cell: Cell, mode: Mode, g: int, d: int, first: int = 0, abandon: bool = False
+    ) -> float:
+        edge, cloud = cell.profiles()
+        sc = Scenario(mode.value, tokens, gamma=g, depth=d, scheme="gumbel",
+                      first_gamma=first, abandon_on_rejection=abandon)  # fmt: skip
+        accept = [cell.accept] * MAX_BLOCK
+        runs = [simulate(sc, edge, link, cloud, IidAcceptance(accept, seed=s))
+                for s in range(seeds)]  # fmt: skip
+        return _mean(runs)[0]
+
+    for cell in CELLS:
+        for mode in MISS_MODES:
+            grid = [(g, d) for g in MISS_GAMMAS for d in MISS_DEPTHS]
+            base, g, d = max((rate(cell, mode, g, d), g, d) for g, d in grid)
+            abandon = rate(cell, mode, g, d, abandon=True)
+            first, fg_g, fg_d, fg = max(
+                (rate(cell, mode, g2, d2, f), g2, d2, f) for g2, d2 in grid for f in range(1, g2)
+            )
+            out.append({
+                "cell": cell.name, "rtt_ms": rtt_ms, "mode": mode.value,
+                "best": {"tok_per_s": base, "gamma": g, "depth": d},
+                "abandon": {"tok_per_s": abandon, "gain": abandon / base - 1},
+                "first_gamma": {"tok_per_s": first, "gamma": fg_g, "depth": fg_d,
+                                "first_gamma": fg, "gain": first / base - 1},
+            })  # fmt: skip
+    return out
+
+
+def render_misses(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "cheaper misses at the paper's costs (simulator; gumbel; best over gamma "
+        f"{'/'.join(map(str, MISS_GAMMAS))} x depth {'/'.join(map(str, MISS_DEPTHS))})",
+        f"{'cell':16} {'RTT':>4} {'mode':10} {'best':>16} {'stop the step':>16} "
+        f"{'shorter first block':>28}",
+    ]
+    for r in rows:
+        b, a, f = r["best"], r["abandon"], r["first_gamma"]
+        lines.append(
+            f"{r['cell']:16} {r['rtt_ms']:4.0f} {r['mode']:10} "
+            f"{b['tok_per_s']:6.2f} (g{b['gamma']} d{b['depth']}) "
+            f"{a['tok_per_s']:8.2f} ({a['gain']:+.1%}) "
+            f"{f['tok_per_s']:8.2f} (g{f['gamma']} d{f['depth']} first {f['first_gamma']}) "
+            f"{f['gain']:+.1%}"
+        )
+    return "\n".join(lines)
+
+
 def render(rows: list[dict[str, Any]]) -> str:
     names = ("cloud-only", "sync", "pipeline", "cloud-led", "auto")
     head = f"{'cell':16} {'RTT':>4} " + " ".join(f"{n:>14}" for n in names)

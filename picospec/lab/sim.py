@@ -147,6 +147,8 @@ class Scenario:
     the real frame (the modelled q records are one entry long, a real one K)."""
     verdict_bytes: float | None = None
     """A Verdict on the wire (None: its real encoded size)."""
+    first_gamma: int = 0
+    """The first block after a rejection holds at most this many drafts (0: gamma)."""
     abandon_on_rejection: bool = False
     """A what-if, not the runtime's behaviour: a rejection that arrives while the
     drafter is busy stops the token in progress at once. The runtime applies
@@ -303,6 +305,7 @@ class _Engine:
             is_end=lambda _t: False,
             mode=mode,
             gamma=scenario.gamma,
+            first_gamma=scenario.first_gamma,
             depth=scenario.depth,
         )
         self.draft = DraftToken(0, None if scheme is Scheme.GUMBEL else _ONE_HOT)

@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="every mode at the paper's published costs, 4 cells x RTT 0-200 ms",
     )
     s.add_argument("--plot", help="with --paper: write tok/s against RTT to this PNG")  # fmt: skip
+    s.add_argument(
+        "--misses",
+        action="store_true",
+        help="with --paper: what stopping the drafter on a rejection and a shorter first "
+        "block after one gain, at --rtt (default 20 ms)",
+    )
     s.add_argument("--json", action="store_true")
 
 
@@ -186,6 +192,15 @@ def run(args: argparse.Namespace) -> int:
     if args.paper:
         from picospec.lab import paper
 
+        if args.misses:
+            rtt = 20.0 if args.rtt is None else args.rtt
+            found = paper.misses(rtt_ms=rtt, tokens=args.tokens, seeds=min(args.seeds, 4))
+            if args.json:
+                for row in found:
+                    print(json.dumps(row))
+            else:
+                print(paper.render_misses(found))
+            return 0
         rows = paper.paper_regime(tokens=args.tokens, seeds=min(args.seeds, 4))
         if args.plot:
             paper.plot(rows, Path(args.plot))

@@ -53,11 +53,14 @@ def _verdicts(run: dict[str, Any]) -> int:
 
 
 def _own_forwards(run: dict[str, Any]) -> dict[int, float]:
-    return {int(n): statistics.median(v) for n, v in run["forward_ms"].items()}
+    """The run's mean forward ms by size: its time is the sum of its forwards, and
+    a few slow ones (the machine busy elsewhere) count in full, which a median
+    would hide."""
+    return {int(n): statistics.fmean(v) for n, v in run["forward_ms"].items()}
 
 
 def verify_table_ms(run: dict[str, Any], sweep: dict[str, float]) -> tuple[float, ...]:
-    """Forward ms for n = 1..MAX_N: the run's own medians, else the sweep's."""
+    """Forward ms for n = 1..MAX_N: the run's own means, else the sweep's medians."""
     own = _own_forwards(run)
     table = {int(n): v for n, v in sweep.items()}
     out: list[float] = []
@@ -77,8 +80,12 @@ def _round_overhead_ms(run: dict[str, Any]) -> float:
 
 
 def _prefill_ms(run: dict[str, Any], table: tuple[float, ...]) -> float:
-    own = _own_forwards(run)
-    return own.get(run["prompt_tokens"], table[-1])
+    """The cloud's first forward of the generation: as recorded, else (an older
+    record) a forward over the whole prompt when the run evaluated one, else one
+    token: a prompt the prefix cache holds evaluates only its last token."""
+    if run.get("prefill_ms") is not None:
+        return float(run["prefill_ms"])
+    return _own_forwards(run).get(run["prompt_tokens"], table[0])
 
 
 def predict_run(run: dict[str, Any], sweep: dict[str, float]) -> float:

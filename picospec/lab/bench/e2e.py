@@ -306,6 +306,8 @@ async def _one(
         "draft_ms": res.draft_ms,
         "drafter_prefill_ms": res.drafter_prefill_ms,
         "forward_ms": {str(n): v for n, v in sorted(forwards.items())},
+        "prefill_tokens": records[0][0] if records else None,
+        "prefill_ms": 1e3 * records[0][1] if records else None,
         "cloud_busy_ms": 1e3 * (cloud.service.busy_seconds - busy0),
         "cloud_work_units": cloud.service.work_units - units0,
     }
