@@ -16,6 +16,7 @@ carrying it. Every wait for the cloud has a deadline (``reply_timeout``).
 from __future__ import annotations
 
 import asyncio
+import copy
 import secrets
 import statistics
 import time
@@ -34,8 +35,18 @@ from picospec.runtime.quic import Channel, ClientTLS, TransportError, connect
 
 from .local import LocalRun, generate_local
 from .model import DraftModel
-from .plan import Estimates, Plan, choose, parse_mode
-from .session import Committed, EdgeSession, Event, Failed, Finished, Resume, fit, surviving
+from .plan import REVISE_AT, Estimates, Plan, choose, parse_mode, revise
+from .session import (
+    Committed,
+    EdgeSession,
+    Event,
+    Failed,
+    Finished,
+    LimitError,
+    Resume,
+    fit,
+    surviving,
+)
 from .text import detokenize
 
 T = TypeVar("T")
@@ -59,7 +70,9 @@ class GenerationResult:
     scheme: str
     seed: int
     """The seed every random number of the generation was keyed by (a fresh
-    random one when the caller gave none): passing it again repeats the sample."""
+    random one when the caller gave none): passing it again repeats the sample,
+    in any mode under ``gumbel`` and ``greedy``, in the same mode (and, with
+    auto, the same switches) under ``sparse-q`` and ``split``."""
     exact: bool
     tok_per_s: float
     ttft_ms: float
@@ -94,6 +107,10 @@ class GenerationResult:
     """The block size and depth the generation ran with (after auto and the cloud's limits)."""
     chains: list[tuple[int, int]] = field(default_factory=list)
     """cloud-led: (matched, checked) of each chain of drafts (``EdgeStats.chains``)."""
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    """The mode, gamma, depth and tokens of each part of the generation: one,
+    unless auto switched mid-generation (then mode, gamma and depth above are
+    the last part's)."""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -125,6 +142,8 @@ class _Run:
     steps: list[float] = field(default_factory=list)
     prefill_s: float = 0.0
     prefill: asyncio.Future[float] | None = None
+    ended: float = 0.0
+    """When this part of the generation ended (auto switched away from it); 0: not yet."""
 
 
 OnTokens = Callable[[list[int]], bool | None]
@@ -292,19 +311,80 @@ class EdgeClient:
             raise EdgeError("not connected: call connect() first")
         if self.lost:
             raise EdgeError(f"the connection to the cloud is lost: {self.lost}")
-        gamma, depth = fit(
-            self.welcome,
-            prompt_tokens=len(prompt),
-            max_new=max_new_tokens,
-            gamma=gamma,
-            depth=depth,
-            k=sampling.k,
-        )
+        parts: list[tuple[EdgeSession, _Run]] = []
+        reasons = [] if plan is None else [plan.reason]
+        context, left, t0 = list(prompt), max_new_tokens, time.perf_counter()
+        revise_at = [n for n in REVISE_AT if n < max_new_tokens] if plan is not None else []
+        while True:
+            gamma, depth = fit(
+                self.welcome,
+                prompt_tokens=len(context),
+                max_new=left,
+                gamma=gamma,
+                depth=depth,
+                k=sampling.k,
+            )
+            sess = self._open(context, seed, left, sampling, mode, gamma, depth, early_send)
+            run = _Run(t0, self.bytes_up, self.bytes_down)
+            if mode.speculative:  # the drafter evaluates the context while the cloud does
+                run.prefill = asyncio.ensure_future(self._call(_timed, d.prefill, list(context)))
+            parts.append((sess, run))
+            done = max_new_tokens - left  # committed by the parts before
+            switch: Plan | None = None
+            try:
+                while True:
+                    stop = next((n - done for n in revise_at if n > done + len(sess.generated)), 0)
+                    await self._drive(sess, run, on_tokens, reply_timeout, deadline, stop)
+                    if sess.done or run.finished or run.failed or not stop:
+                        break
+                    switch = self._revise(sess, run, parts, depth, left)
+                    if switch is not None:
+                        break
+            except asyncio.CancelledError:
+                self._end(sess, "the edge's caller cancelled the generation")
+                raise
+            except Exception as e:
+                why = str(e) or type(e).__name__
+                self._end(sess, why)
+                result = self._result(parts, reasons)
+                result.finished = why
+                raise GenerationError(why, result) from e
+            if run.failed:
+                self._end(sess, run.failed)
+                result = self._result(parts, reasons)
+                raise GenerationError(run.failed, result, sess.error_code)
+            if switch is None:
+                break
+            # a new generation from what is committed: nothing lost or repeated, and
+            # (keyed by position and seed) the same tokens under gumbel and greedy
+            run.ended = time.perf_counter()
+            self._end(sess, f"auto switches to {switch.mode.value}")
+            context += sess.generated
+            left -= len(sess.generated)
+            mode, gamma, depth = switch.mode, switch.gamma, switch.depth
+            reasons.append(switch.reason)
+        early = run.finished in ("deadline", "stopped")
+        self._end(sess, run.finished if early else "")
+        return self._result(parts, reasons)
+
+    def _open(
+        self,
+        context: list[int],
+        seed: int,
+        max_new: int,
+        sampling: Sampling,
+        mode: Mode,
+        gamma: int,
+        depth: int,
+        early_send: bool,
+    ) -> EdgeSession:
+        """Start a generation after context: its session, its Start sent."""
+        d = self.drafter
         sess = EdgeSession(
             self._next_session,
-            tuple(prompt),
+            tuple(context),
             seed=seed,
-            max_new=max_new_tokens,
+            max_new=max_new,
             sampling=sampling,
             is_end=d.is_end,
             mode=mode,
@@ -313,29 +393,46 @@ class EdgeClient:
             early_send=early_send,
         )
         self._next_session += 1
-        run = _Run(time.perf_counter(), self.bytes_up, self.bytes_down)
         self._drop_stale()
         self._send(sess.start_message())
-        if mode.speculative:  # the drafter evaluates the prompt while the cloud does
-            run.prefill = asyncio.ensure_future(self._call(_timed, d.prefill, list(prompt)))
+        return sess
+
+    def _revise(
+        self,
+        sess: EdgeSession,
+        run: _Run,
+        parts: list[tuple[EdgeSession, _Run]],
+        depth: int,
+        left: int,
+    ) -> Plan | None:
+        """auto, mid-generation: the plan to switch to, from the estimates with what
+        this generation measured so far, or None to go on."""
+        assert self.welcome is not None
+        est = copy.deepcopy(self.estimates)
+        now = time.perf_counter()
+        for part, r in parts:
+            self._learn(est, part, r, (r.ended or now) - r.t0)
+        if self._ch is not None and self._ch.min_rtt is not None:
+            est.rtt = self._ch.min_rtt
+        rest, context = left - len(sess.generated), len(sess.prompt) + len(sess.generated)
+        plan = revise(
+            sess.scheme,
+            est,
+            (sess.mode, sess.gamma, sess.depth),
+            depth=depth,
+            max_block=self.welcome.max_block,
+            n_tokens=rest,
+        )
+        if plan is None:
+            return None
+        if plan.mode.speculative and context + rest > self.drafter.n_ctx:
+            return None  # the drafter could not hold it
         try:
-            await self._drive(sess, run, on_tokens, reply_timeout, deadline)
-        except asyncio.CancelledError:
-            self._end(sess, "the edge's caller cancelled the generation")
-            raise
-        except Exception as e:
-            why = str(e) or type(e).__name__
-            self._end(sess, why)
-            result = self._result(sess, run, plan)
-            result.finished = why
-            raise GenerationError(why, result) from e
-        if run.failed:
-            self._end(sess, run.failed)
-            result = self._result(sess, run, plan)
-            raise GenerationError(run.failed, result, sess.error_code)
-        early = run.finished in ("deadline", "stopped")
-        self._end(sess, run.finished if early else "")
-        return self._result(sess, run, plan)
+            fit(self.welcome, prompt_tokens=context, max_new=rest, gamma=plan.gamma,
+                depth=plan.depth, k=sess.sampling.k)  # fmt: skip
+        except LimitError:
+            return None  # the cloud would refuse the new generation's Start
+        return plan
 
     def _drop_stale(self) -> None:
         """Forget verdicts of earlier generations still in the inbox (keep a loss)."""
@@ -350,7 +447,11 @@ class EdgeClient:
         on_tokens: OnTokens | None,
         reply_timeout: float,
         deadline: float | None,
+        stop: int = 0,
     ) -> None:
+        """Drive the session until it is done (or, with stop > 0, until it has
+        committed stop tokens and holds no unsent drafts: a point where the plan
+        may change)."""
         d, loop = self.drafter, asyncio.get_running_loop()
         partial: list[DraftToken] = []
         partial_at = 0  # the position of partial[0]
@@ -372,10 +473,14 @@ class EdgeClient:
                 partial, partial_at = await self._apply(
                     sess, run, events, on_tokens, partial, partial_at
                 )
-                if run.finished == "stopped":
+                if run.finished == "stopped" or (
+                    stop and len(sess.generated) >= stop and not partial
+                ):
                     return
             if sess.done:
                 break
+            if stop and len(sess.generated) >= stop and not partial:
+                return
             if deadline is not None and loop.time() >= deadline:
                 run.finished = "deadline"
                 break
@@ -452,9 +557,10 @@ class EdgeClient:
         except TransportError:
             pass
 
-    def _learn(self, sess: EdgeSession, run: _Run, secs: float) -> None:
-        """Feed what this generation measured into the estimates auto plans from."""
-        est, st, n = self.estimates, sess.stats, len(sess.generated)
+    @staticmethod
+    def _learn(est: Estimates, sess: EdgeSession, run: _Run, secs: float) -> None:
+        """Feed what a generation measured (secs since run.t0) into estimates."""
+        st, n = sess.stats, len(sess.generated)
         if run.steps:
             est.add_draft(statistics.median(run.steps))
         if sess.mode.cloud_decodes and n > 1 and run.ttft:
@@ -467,41 +573,59 @@ class EdgeClient:
         elif sess.mode is Mode.CLOUD_LED:
             est.add_blocks(sess.scheme, st.chains)
 
-    def _result(self, sess: EdgeSession, run: _Run, plan: Plan | None = None) -> GenerationResult:
-        secs = time.perf_counter() - run.t0
-        n = len(sess.generated)
-        st = sess.stats
-        step = sum(run.steps) / len(run.steps) if run.steps else 0.0
-        self._learn(sess, run, secs)
+    def _result(
+        self, parts: list[tuple[EdgeSession, _Run]], reasons: list[str]
+    ) -> GenerationResult:
+        """The generation's result from its parts (more than one when auto switched
+        mid-generation), each learned from once."""
+        end = time.perf_counter()
+        r0, last = parts[0][1], parts[-1][0]
+        secs = end - r0.t0
+        for sess, run in parts:
+            self._learn(self.estimates, sess, run, (run.ended or end) - run.t0)
+        tokens = [t for sess, _ in parts for t in sess.generated]
+        n = len(tokens)
+        stats = [sess.stats for sess, _ in parts]
+        steps = [x for _, run in parts for x in run.steps]
+        rounds, drafted = sum(st.rounds for st in stats), sum(st.drafted for st in stats)
         return GenerationResult(
-            text=self.text(sess.generated),
-            token_ids=list(sess.generated),
+            text=self.text(tokens),
+            token_ids=tokens,
             n_tokens=n,
-            mode=sess.mode.value,
-            scheme=sess.scheme.value,
-            seed=sess.seed,
-            exact=sess.exact,
+            mode=last.mode.value,
+            scheme=last.scheme.value,
+            seed=last.seed,
+            exact=all(sess.exact for sess, _ in parts),
             tok_per_s=n / secs if secs else 0.0,
-            ttft_ms=1e3 * run.ttft,
-            tpot_ms=1e3 * (secs - run.ttft) / (n - 1) if n > 1 else 0.0,
-            mean_accept_len=st.emitted / st.rounds if st.rounds else 0.0,
-            accept_rate=st.accepted / st.drafted if st.drafted else 0.0,
-            rounds=st.rounds,
-            rollbacks=st.rollbacks,
-            bytes_up=self.bytes_up - run.up0,
-            bytes_down=self.bytes_down - run.down0,
-            target_forwards=st.target_forwards,
-            blocks=list(st.blocks),
-            verdict_ms=[round(1e3 * x, 3) for x in st.latencies],
-            finished=run.finished,
+            ttft_ms=1e3 * r0.ttft,
+            tpot_ms=1e3 * (secs - r0.ttft) / (n - 1) if n > 1 else 0.0,
+            mean_accept_len=sum(st.emitted for st in stats) / rounds if rounds else 0.0,
+            accept_rate=sum(st.accepted for st in stats) / drafted if drafted else 0.0,
+            rounds=rounds,
+            rollbacks=sum(st.rollbacks for st in stats),
+            bytes_up=self.bytes_up - r0.up0,
+            bytes_down=self.bytes_down - r0.down0,
+            target_forwards=sum(st.target_forwards for st in stats),
+            blocks=[b for st in stats for b in st.blocks],
+            verdict_ms=[round(1e3 * x, 3) for st in stats for x in st.latencies],
+            finished=parts[-1][1].finished,
             seconds=secs,
-            drafted=len(run.steps),
-            draft_ms=1e3 * step,
-            drafter_prefill_ms=1e3 * run.prefill_s,
-            plan="" if plan is None else plan.reason,
-            gamma=sess.gamma,
-            depth=sess.depth,
-            chains=list(st.chains),
+            drafted=len(steps),
+            draft_ms=1e3 * statistics.fmean(steps) if steps else 0.0,
+            drafter_prefill_ms=1e3 * r0.prefill_s,
+            plan=" | ".join(reasons),
+            gamma=last.gamma,
+            depth=last.depth,
+            chains=[c for st in stats for c in st.chains],
+            parts=[
+                {
+                    "mode": s.mode.value,
+                    "gamma": s.gamma,
+                    "depth": s.depth,
+                    "tokens": len(s.generated),
+                }
+                for s, _ in parts
+            ],
         )
 
     def text(self, tokens: list[int]) -> str:

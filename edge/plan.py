@@ -21,9 +21,21 @@ is missing the plan explores: ``cloud-led`` for the first generation under
 acceptance, and the cloud adapts how many drafts a forward takes from its own
 timings, so it already runs no slower than the cloud's decode wherever extra
 drafts in a forward cost little), the caller's ``pipeline`` under the other
-schemes. A later generation with the same client plans from the estimates. A
+schemes, then ``cloud-only`` once if the cloud's decode step is all that is
+missing. A later generation with the same client plans from the estimates. A
 near tie goes to the candidate that costs less (``cloud-only`` first: it runs
 no drafter).
+
+Within a generation, ``revise`` asks again at ``REVISE_AT`` committed tokens,
+from the estimates with what the generation measured so far, and the client
+switches when another plan is predicted ``SWITCH_GAIN`` faster: it cancels the
+running generation and starts one after everything committed, with the same
+seed. Nothing committed is lost or repeated, and because every random number
+is keyed by (seed, position) the ``gumbel`` and ``greedy`` output is the same
+whatever the switches. Under ``sparse-q`` and ``split`` the output stays exact in
+distribution (each part samples exactly from the target given what is
+committed, and when to switch depends only on the past), but which tokens come
+out depends on where the switch happened, as it depends on the mode.
 """
 
 from __future__ import annotations
@@ -43,6 +55,13 @@ TIE = 0.02
 """A candidate must beat a cheaper one by this fraction to be chosen over it."""
 MIN_ACCEPT_SAMPLES = 8
 """Drafts measured at the first position before acceptance counts as known."""
+REVISE_AT = (16, 48, 112)
+"""Committed tokens of a generation at which auto revises its plan."""
+SWITCH_GAIN = 0.10
+"""A revision switches only to a plan predicted this much faster than the one
+running (a switch costs a round trip and the cloud's forward over the context)."""
+MIN_SWITCH_TOKENS = 16
+"""Tokens that must be left for a switch to be worth its cost."""
 
 
 def parse_mode(name: str | Mode | None) -> Mode | None:
@@ -182,6 +201,9 @@ def choose(
         if scheme in LED_SCHEMES:
             why = "nothing measured yet: cloud-led measures the drafter, the cloud and the link"
             return Plan(Mode.CLOUD_LED, gamma, depth, f"auto: cloud-led ({why})")
+        if estimates.draft is not None and estimates.decode is None:
+            why = "the cloud's decode step not measured yet: cloud-only measures it"
+            return Plan(Mode.CLOUD_ONLY, 1, 1, f"auto: cloud-only ({why})")
         why = "nothing measured yet: the pipeline measures the drafter, acceptance and verify"
         return Plan(Mode.PIPELINE, gamma, depth, f"auto: pipeline ({why})")
     if accept is not None:
@@ -208,6 +230,50 @@ def choose(
     return Plan(Mode.PIPELINE, gamma, depth, f"auto: pipeline ({why})")
 
 
+def label(mode: Mode, gamma: int) -> str:
+    """How ``Plan.predicted`` names a candidate."""
+    return mode.value if mode is Mode.CLOUD_ONLY else f"{mode.value} gamma {gamma}"
+
+
+def revise(
+    scheme: Scheme,
+    estimates: Estimates,
+    running: tuple[Mode, int, int],
+    *,
+    depth: int,
+    max_block: int = 32,
+    n_tokens: int,
+) -> Plan | None:
+    """Mid-generation: the plan to switch to for the n_tokens still to come, or
+    None to go on with the running (mode, gamma, depth). A switch needs every
+    input measured (no exploring mid-generation), the running plan's prediction
+    from the same estimates, and a gain of at least SWITCH_GAIN."""
+    if n_tokens < MIN_SWITCH_TOKENS:
+        return None
+    cands = candidates(scheme, max_block, depth)
+    longest = max(g for _, g, _ in cands)
+    costs = estimates.costs(max(g * d for _, g, d in cands) + 2)
+    accept = estimates.accept(scheme, longest)
+    if costs is None or accept is None:
+        return None
+    mode, gamma, running_depth = running
+    best = best_plan(scheme, costs, accept, cands, n_tokens=n_tokens)
+    if (best.mode, best.gamma) == (mode, gamma):
+        return None
+    padded = [*accept, *[accept[-1]] * gamma][:gamma]
+    now = predict(mode.value, padded, costs, depth=running_depth, n_tokens=n_tokens).tok_per_s
+    new = best.predicted.get(label(best.mode, best.gamma), 0.0)
+    if new < now * (1 + SWITCH_GAIN):
+        return None
+    return Plan(
+        best.mode,
+        best.gamma,
+        best.depth,
+        best.reason.replace("auto:", f"auto switched from {label(mode, gamma)} ({now:.1f}) to", 1),
+        best.predicted,
+    )
+
+
 def best_plan(
     scheme: Scheme,
     costs: Costs,
@@ -225,8 +291,7 @@ def best_plan(
     best_rate = 0.0
     for mode, g, d in cands:
         rate = predict(mode.value, accept[:g], costs, depth=d, n_tokens=n_tokens).tok_per_s
-        label = mode.value if mode is Mode.CLOUD_ONLY else f"{mode.value} gamma {g}"
-        rates[label] = rate
+        rates[label(mode, g)] = rate
         if best is None or rate > best_rate * (1 + TIE):
             best, best_rate = (mode, g, d), rate
     assert best is not None

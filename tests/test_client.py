@@ -13,7 +13,7 @@ from markov import MarkovBackend, MarkovDrafter, sampling
 from servers import GREEDY, PROMPT, TOKEN, ServerThread, good_tokens
 
 from picospec.cloud.limits import Limits
-from picospec.codec.scheme import Scheme
+from picospec.codec.scheme import Mode, Scheme
 from picospec.edge.client import EdgeClient, EdgeError, GenerationError
 from picospec.edge.session import LimitError
 from picospec.edge.text import TextStream, detokenize
@@ -213,3 +213,72 @@ def test_streamed_text_equals_the_final_text_with_characters_split_across_tokens
     assert "\ufffd" not in whole and chunks[1] == "" and chunks[3] == ""
     cut = TextStream(pieces.__getitem__, lambda t: False)
     assert cut.feed([0, 3]) == "na" and cut.flush() == "\ufffd"  # an unfinished character
+
+
+class PerToken(MarkovBackend):
+    """A target whose forward costs per_token seconds per token evaluated (a CPU:
+    verifying 5 tokens costs 5 decode steps)."""
+
+    def __init__(self, per_token: float = 0.004) -> None:
+        super().__init__(max_context=100_000)
+        self.per_token = per_token
+
+    def forward(self, session, start, tokens, n_out=None):
+        time.sleep(self.per_token * len(tokens))
+        return super().forward(session, start, tokens, n_out)
+
+
+def wrong_estimates(rtt: float | None):
+    """Estimates as if measured elsewhere: the decode step right, verifies cheap
+    and every draft accepted, both wrong for PerToken and an unrelated drafter."""
+    from picospec.edge.plan import Estimates
+
+    est = Estimates(rtt=rtt, draft=0.0005, decode=0.004)
+    est.verify = {9: 0.005}
+    for scheme in (Scheme.GREEDY, Scheme.SPARSE_Q):
+        est.add_blocks(scheme, [(8, 8)] * 8)
+    return est
+
+
+def switching(samp, monkeypatch=None):
+    """One auto generation of 96 tokens on PerToken with an unrelated drafter."""
+    with ServerThread(PerToken(), limits=Limits(max_new_tokens=2000)) as srv:
+
+        async def scenario():
+            c = EdgeClient(MarkovDrafter(MarkovBackend(seed=9).table))
+            await c.connect(*srv.address, srv.tls, token=TOKEN)
+            c.estimates = wrong_estimates(c.estimates.rtt)
+            got: list[int] = []
+            res = await c.generate(PROMPT, sampling=samp, max_new_tokens=96, seed=3,
+                                   mode="auto", gamma=8, depth=2, on_tokens=got.extend)  # fmt: skip
+            held = await settle(srv)
+            await c.close()
+            return res, got, held
+
+        return asyncio.run(scenario())
+
+
+def test_auto_switches_mid_generation_when_what_it_measures_says_so():
+    """sparse-q: auto plans a pipeline from the wrong estimates; by the first
+    revision it has measured the verifies and the acceptance, and switches to
+    cloud-only. One generation in two parts: every token streamed once."""
+    res, got, held = switching(sampling(Scheme.SPARSE_Q, 1.0))
+    assert [p["mode"] for p in res.parts] == ["pipeline", "cloud-only"], res.plan
+    assert "| auto switched from pipeline gamma 8" in res.plan
+    assert sum(p["tokens"] for p in res.parts) == res.n_tokens == 96
+    assert res.token_ids == got and held == 0  # the pipeline part was cancelled
+
+
+def test_a_mid_generation_switch_never_changes_the_greedy_output(monkeypatch):
+    """greedy: the first plan forced to a pipeline; the switch (to cloud-led or
+    cloud-only, as the measurements say) keeps the output token for token."""
+    from picospec.edge import client as client_module
+    from picospec.edge.plan import Plan
+
+    pipeline = Plan(Mode.PIPELINE, 8, 2, "auto: pipeline (forced by the test)")
+    monkeypatch.setattr(client_module, "choose", lambda *a, **k: pipeline)
+    res, got, held = switching(GREEDY)
+    modes = [p["mode"] for p in res.parts]
+    assert len(modes) == 2 and modes[0] == "pipeline" != modes[1], res.plan
+    assert res.token_ids == got == good_tokens(96)  # nothing lost, repeated or changed
+    assert held == 0

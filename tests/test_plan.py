@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from picospec.codec.scheme import Mode, Scheme
-from picospec.edge.plan import Estimates, choose, parse_mode
+from picospec.edge.plan import SWITCH_GAIN, Estimates, choose, parse_mode, revise
 
 
 def measured(draft: float, decode: float, verify: dict[int, float], rtt: float) -> Estimates:
@@ -23,6 +23,18 @@ def test_nothing_measured_explores_with_the_mode_that_measures_most():
     assert led.mode is Mode.CLOUD_LED and "nothing measured yet" in led.reason
     pipe = choose(Scheme.SPARSE_Q, Estimates(), gamma=4, depth=3)
     assert pipe.mode is Mode.PIPELINE and (pipe.gamma, pipe.depth) == (4, 3)
+
+
+def test_a_pipeline_measured_all_but_the_decode_step_explores_cloud_only_next():
+    est = Estimates()
+    est.add_rtt(0.02)
+    est.add_draft(0.01)
+    est.add_verify(5, 0.1)
+    est.add_blocks(Scheme.SPARSE_Q, [(2, 4)] * 8)
+    plan = choose(Scheme.SPARSE_Q, est, gamma=4, depth=3)
+    assert plan.mode is Mode.CLOUD_ONLY and "decode step not measured" in plan.reason
+    est.add_decode(0.02)
+    assert "not measured" not in choose(Scheme.SPARSE_Q, est, gamma=4, depth=3).reason
 
 
 def test_this_cpu_settles_on_cloud_only():
@@ -63,3 +75,28 @@ def test_parse_mode():
     assert parse_mode("cloud-led") is Mode.CLOUD_LED
     with pytest.raises(Exception, match="unknown mode"):
         parse_mode("warp")
+
+
+def test_revise_switches_only_to_a_plan_predicted_clearly_faster():
+    # a pipeline planned on cheap verifies and full acceptance, measured at neither
+    est = measured(0.001, 0.010, {5: 0.050, 9: 0.090}, rtt=0.001)
+    est.add_blocks(Scheme.GREEDY, [(0, 8)] * 30)
+    plan = revise(Scheme.GREEDY, est, (Mode.PIPELINE, 8, 3), depth=3, n_tokens=200)
+    assert plan is not None and plan.mode is Mode.CLOUD_ONLY, plan
+    assert plan.reason.startswith("auto switched from pipeline gamma 8 (")
+    assert revise(Scheme.GREEDY, est, (Mode.CLOUD_ONLY, 1, 1), depth=3, n_tokens=200) is None
+    # too few tokens left to pay for a switch, or nothing measured: go on
+    assert revise(Scheme.GREEDY, est, (Mode.PIPELINE, 8, 3), depth=3, n_tokens=8) is None
+    assert revise(Scheme.GREEDY, Estimates(), (Mode.PIPELINE, 4, 3), depth=3, n_tokens=200) is None
+
+
+def test_revise_keeps_a_plan_within_the_switch_margin():
+    est = measured(0.018, 0.020, {5: 0.056, 3: 0.040}, rtt=0.05)
+    est.add_blocks(Scheme.GREEDY, [(2, 4), (4, 4), (0, 4), (1, 4)] * 4)
+    best = choose(Scheme.GREEDY, est, gamma=4, depth=3)
+    assert best.mode is Mode.CLOUD_ONLY
+    runner_up = max((r, k) for k, r in best.predicted.items() if k != "cloud-only")
+    assert runner_up[0] * (1 + SWITCH_GAIN) > best.predicted["cloud-only"]  # a near tie
+    mode, _, gamma = runner_up[1].split()
+    assert revise(Scheme.GREEDY, est, (Mode.parse(mode), int(gamma), 3), depth=3,
+                  n_tokens=200) is None  # fmt: skip

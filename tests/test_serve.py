@@ -82,7 +82,9 @@ def test_chat_and_completion_answer_with_the_verified_tokens_usage_and_picospec_
     assert comp["usage"] == {"prompt_tokens": 4, "completion_tokens": 16, "total_tokens": 20}
     extra = comp["picospec"]
     assert extra["verified_tokens"] == 16 and extra["local_tokens"] == 0
-    assert extra["mode"] == "pipeline" and 0 <= extra["acceptance"] <= 1 and extra["seed"] == 0
+    # auto's choice (greedy: the same tokens whichever mode ran them)
+    assert extra["mode"] in ("pipeline", "sync", "cloud-only", "cloud-led"), extra
+    assert 0 <= extra["acceptance"] <= 1 and extra["seed"] == 0
     # the Markov drafter's chat template is the last message's text: the same prompt
     assert chat["object"] == "chat.completion"
     assert chat["choices"][0]["message"] == {"role": "assistant", "content": want}

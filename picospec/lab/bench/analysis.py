@@ -156,9 +156,14 @@ def simulate_run(run: dict[str, Any], sweep: dict[str, float], *, abandon: bool 
 
 def annotate(result: dict[str, Any]) -> None:
     """Add model_tok_per_s and sim_tok_per_s to every run of a bench e2e result, and
-    for pipeline runs sim_abandon_tok_per_s (the what-if of ``abandon_on_rejection``)."""
+    for pipeline runs sim_abandon_tok_per_s (the what-if of ``abandon_on_rejection``).
+    An auto run that switched mode mid-generation gets None for both: the model
+    and the simulator run one mode per generation."""
     sweep = result["forward_ms_by_size"]
     for run in result["runs"]:
+        if len(run.get("parts") or ()) > 1:
+            run["model_tok_per_s"] = run["sim_tok_per_s"] = None
+            continue
         run["model_tok_per_s"] = predict_run(run, sweep)
         run["sim_tok_per_s"] = simulate_run(run, sweep)
         if run["mode"] == "pipeline":
@@ -206,7 +211,7 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         row["forwards_per_token"] = sum(r["target_forwards"] for r in rs) / n
         row["exact"] = all(r["exact"] for r in rs)
         for name in ("model_tok_per_s", "sim_tok_per_s"):
-            if all(name in r for r in rs):
+            if all(r.get(name) is not None for r in rs):
                 row[name] = statistics.fmean(r[name] for r in rs)
         rows.append(row)
     by = {tuple(r[k] for k in KEY): r for r in rows}
@@ -220,13 +225,21 @@ def aggregate(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             best = best_fixed(rows, row)
             row["best_fixed"] = _label(best) if best else None
             row["vs_best_fixed"] = row["tok_per_s"] / best["tok_per_s"] if best else None
-            chose = [r["chose"] for r in runs if r["mode"] == "auto" and _same_cell(r, row)]
-            row["chose"] = dict(Counter(_label(c) for c in chose if c))
+            auto = [r for r in runs if r["mode"] == "auto" and _same_cell(r, row)]
+            row["chose"] = dict(Counter(_chose(r) for r in auto if r.get("chose")))
     return rows
 
 
 def _same_cell(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a[k] == b[k] for k in ("scheme", "rtt_ms", "rate_mbit"))
+
+
+def _chose(run: dict[str, Any]) -> str:
+    """What an auto run ran: its plan, or its plans in order when it switched."""
+    parts = run.get("parts") or []
+    if len(parts) > 1:
+        return " -> ".join(f"{_label(p)} ({p['tokens']})" for p in parts)
+    return _label(run["chose"])
 
 
 def _label(r: dict[str, Any]) -> str:

@@ -294,6 +294,7 @@ async def _one(
             res.chains if res.mode == "cloud-led" else res.blocks, point.gamma
         ),
         "chose": {"mode": res.mode, "gamma": res.gamma, "depth": res.depth},
+        "parts": res.parts,
         "plan": res.plan,
         "chains": [list(c) for c in res.chains],
         "exact": res.exact,
@@ -332,7 +333,10 @@ def violations(runs: list[dict[str, Any]]) -> list[str]:
     for r in runs:  # sampling: the same seed gives the same tokens at any RTT, rate, depth
         if r["scheme"] != "greedy":
             chose = r.get("chose") or {"mode": r["mode"], "gamma": r["gamma"]}
-            key = (r["scheme"], r["prompt"], r["seed"], chose["mode"], chose["gamma"])
+            # a run auto switched is its own configuration: where it switched counts too
+            parts = tuple((p["mode"], p["gamma"], p["tokens"]) for p in r.get("parts") or ())
+            how = parts if len(parts) > 1 else (chose["mode"], chose["gamma"])
+            key = (r["scheme"], r["prompt"], r["seed"], how)
             first = same.setdefault(key, r["token_ids"])
             if r["token_ids"] != first:
                 out.append(f"{_name(r)}: tokens differ from the same seed's other runs")
