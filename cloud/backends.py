@@ -60,7 +60,10 @@ def open_backend(
     if kind == "torch":
         from .torch_backend import TorchBackend
 
-        options = dict(device=device, max_sessions=max_sessions, max_context=n_ctx, threads=threads)
+        options = dict(
+            device=device, max_sessions=max_sessions, max_context=n_ctx, threads=threads,
+            batched=batched,
+        )  # fmt: skip
         if path.suffix == ".gguf":
             return TorchBackend.from_gguf(path, **options)
         return TorchBackend.from_pretrained(path, gpus=gpus, **options)

@@ -26,19 +26,19 @@ device is the float64 transform over the whole vocabulary. That is the default
 on CUDA; on the CPU the shared host transform is used unless
 ``device_transform=True``.
 
-Batching several sessions' forwards into one is not implemented: their pasts
-differ in length, so one batched forward needs either padded caches with
-per-row attention masks and positions (the padding costs what the batch saves
-at short blocks) or a paged, ragged KV cache (vLLM's design), which a
-``DynamicCache`` is not. Every forward serves one session (``batch_note``); the
-server then gives the model thread to one connection per turn.
+Batching: ``forward_many`` runs the forwards of every session that has a past
+as one model call (cloud/torch_batch.py: each past left-padded into one batch
+cache, the blocks right-padded, a mask and per-row positions, the caches
+scattered back); a session's first forward (its prompt) runs alone. The
+batch's copies of the pasts are its cost; a paged KV cache would avoid them.
+``batched=False`` evaluates one session per forward.
 """
 
 from __future__ import annotations
 
 import inspect
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ import numpy as np
 from picospec.codec.errors import ConfigError, PicospecError
 from picospec.codec.sampling import SamplingParams
 
-from .backend import Sessions, VocabBackend, check_forward
+from .backend import Forward, Sessions, VocabBackend, check_forward
 from .hf_vocab import LlamaVocab
 
 EXTRA = "pip install -e .[torch]"
@@ -88,8 +88,8 @@ class TorchBackend(VocabBackend):
     """A transformers causal LM with one KV cache per session (see the module docstring)."""
 
     batch_note = (
-        "torch: one DynamicCache per session; sessions' pasts differ in length, so each "
-        "forward serves one session (batching needs a paged KV cache)"
+        "torch: the forwards of sessions with a past run as one padded batch over their "
+        "own DynamicCaches (copied in and out); prompts run alone"
     )
 
     def __init__(
@@ -105,6 +105,7 @@ class TorchBackend(VocabBackend):
         threads: int | None = None,
         name: str = "torch",
         placed: bool = False,
+        batched: bool = True,
     ) -> None:
         """model: a transformers causal LM (``model(input_ids=..., position_ids=...,
         cache=..., use_cache=True)`` returning ``.logits``); device: "cuda" when
@@ -115,7 +116,8 @@ class TorchBackend(VocabBackend):
         operators (process-wide, ``torch.set_num_threads``; default: torch's own);
         placed: the model's layers are already on their devices (a multi-GPU
         device map, ``from_pretrained(gpus=N)``): it is not moved, and device is
-        where the inputs go (the first GPU)."""
+        where the inputs go (the first GPU); batched: run many sessions'
+        forwards as one (``forward_many``)."""
         torch, _ = _libraries()
         self._torch = torch
         if threads is not None:
@@ -145,7 +147,10 @@ class TorchBackend(VocabBackend):
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self._keep_arg = "logits_to_keep" in params
         self._sessions: Sessions[_Session] = Sessions(max_sessions)
-        self._last: tuple[np.ndarray, Any] | None = None  # (host rows, their device copy)
+        self._last: list[tuple[np.ndarray, Any]] = []  # (host rows, their device copy)
+        self.batches = batched
+        if not batched:
+            self.batch_note = "torch: one session per forward (batched=False)"
 
     # --- constructors ----------------------------------------------------------------
 
@@ -279,8 +284,67 @@ class TorchBackend(VocabBackend):
             rows = out.logits[0, -n_out:].float().contiguous()
         s.length = start + len(tokens)
         host = rows.cpu().numpy()
-        self._last = (host, rows)
+        self._last = [(host, rows)]
         return host
+
+    def forward_many(self, requests: Sequence[Forward]) -> list[np.ndarray | PicospecError]:
+        """One model call for the requests of sessions with a past (one each);
+        the rest, and every request when not batched, one at a time. A bad
+        request fails alone; a failed batch fails each of its requests, and every
+        session's cache stays as it was."""
+        if not self.batches or len(requests) < 2:
+            return super().forward_many(requests)
+        from .torch_batch import Row, forward_rows
+
+        out: list[np.ndarray | PicospecError | None] = [None] * len(requests)
+        rows: list[Row] = []
+        where: list[int] = []
+        alone: list[int] = []
+        recent: list[tuple[np.ndarray, Any]] = []  # each result and its device copy
+        for i, r in enumerate(requests):
+            try:
+                s = self._sessions[r.session]
+                n_out = check_forward(
+                    r.session, r.start, s.length, list(r.tokens), r.n_out,
+                    vocab_size=self.vocab_size, capacity=self.max_context,
+                )  # fmt: skip
+            except PicospecError as e:
+                out[i] = e
+                continue
+            if s.length == 0 or any(requests[j].session == r.session for j in where):
+                alone.append(i)
+            else:
+                rows.append(Row(s.cache, s.length, r.tokens, n_out))
+                where.append(i)
+        if len(rows) < 2:
+            alone, where = sorted(alone + where), []
+        else:
+            try:
+                with self._torch.inference_mode():
+                    caches, logits = forward_rows(
+                        self._torch, self.model, self.device, rows, cache_arg=self._cache_arg
+                    )
+            except RuntimeError as e:  # torch.cuda.OutOfMemoryError among them
+                failed = TorchBackendError(f"a batched forward of {len(rows)} sessions failed: {e}")
+                for i in where:
+                    out[i] = failed
+            else:
+                for i, cache, dev in zip(where, caches, logits, strict=True):
+                    s = self._sessions[requests[i].session]
+                    s.cache, s.length = cache, s.length + len(requests[i].tokens)
+                    host = dev.cpu().numpy()
+                    recent.append((host, dev))
+                    out[i] = host
+        for i in alone:
+            r = requests[i]
+            try:
+                out[i] = self.forward(r.session, r.start, list(r.tokens), r.n_out)
+                recent += self._last
+            except PicospecError as e:
+                out[i] = e
+        self._last = recent
+        assert all(o is not None for o in out)
+        return [o for o in out if o is not None]
 
     def _truncate(self, session: int, position: int) -> None:
         s = self._sessions[session]
@@ -315,8 +379,9 @@ class TorchBackend(VocabBackend):
 
     def _device_rows(self, logits: np.ndarray) -> Any:
         """The device copy of rows the last forward returned, else an upload of them."""
-        if self._last is not None and self._last[0] is logits:
-            return self._last[1]
+        for host, dev in self._last:
+            if host is logits:
+                return dev
         return self._torch.from_numpy(np.ascontiguousarray(logits)).to(self.device)
 
 

@@ -160,6 +160,47 @@ def test_distributions_of_rows_not_from_the_last_forward(backend, prompt):
     np.testing.assert_allclose(backend.distributions(first.copy(), params), want, atol=1e-6)
 
 
+def test_batched_forwards_equal_one_session_at_a_time(tokenizer, prompt):
+    """Sessions with pasts of different lengths in one padded batch: each gets the
+    logits and then the cache it would alone (the next forwards agree too), a
+    prompt and a bad request in the same call run alone."""
+    from picospec.cloud.backend import Forward
+
+    vocab = LlamaVocab.from_tokenizer(tokenizer, VOCAB)
+    one = TorchBackend(tiny_llama(), vocab, device="cpu", batched=False)
+    many = TorchBackend(tiny_llama(), vocab, device="cpu")
+    assert many.batches and not one.batches
+    pasts = {1: prompt, 2: prompt[:3], 3: [*prompt[:7], 9, 10]}
+    for b in (one, many):
+        for sid, past in pasts.items():
+            b.open(sid)
+            b.forward(sid, 0, past)
+        b.open(4)  # no past yet: its prompt runs alone
+    rounds = [
+        [Forward(1, len(prompt), (5, 6, 7, 8, 9), 5), Forward(2, 3, (11,), 1),
+         Forward(3, 9, (12, 13), 2), Forward(4, 0, tuple(prompt[:4]), 1)],
+        [Forward(1, len(prompt) + 5, (3,), 1), Forward(2, 4, (4, 5, 6), 3),
+         Forward(3, 11, (7,), 1), Forward(4, 4, (8, 9), 2),
+         Forward(3, 99, (7,), 1)],  # a bad start: refused alone
+    ]  # fmt: skip
+    worst = 0.0
+    for requests in rounds:
+        alone, batched = one.forward_many(requests), many.forward_many(requests)
+        for a, b in zip(alone, batched, strict=True):
+            if isinstance(a, Exception):
+                assert isinstance(b, Exception) and "not at 99" in str(a) and "not at 99" in str(b)
+                continue
+            assert isinstance(b, np.ndarray) and a.shape == b.shape
+            worst = max(worst, float(np.abs(a - b).max()))
+            assert (a.argmax(-1) == b.argmax(-1)).all()
+    assert worst < 1e-4, worst  # fp32 on the CPU: the same sums, a different batch shape
+    params = SamplingParams(temperature=0.9)
+    rows = many.forward_many([Forward(1, len(prompt) + 6, (2,), 1), Forward(2, 7, (3,), 1)])
+    assert isinstance(rows[0], np.ndarray)
+    want = np.stack([ops.transform_dense(r, params) for r in rows[0]])
+    np.testing.assert_allclose(many.distributions(rows[0], params), want, atol=1e-6)
+
+
 def test_sliding_window_layers_roll_back_past_the_window():
     """Gemma 3 style sliding-window layers keep their whole past in the session's
     cache, so a rollback past the window gives the model's own one-pass logits."""
