@@ -366,3 +366,22 @@ def test_markdown_composes_the_sections_the_data_has():
         assert heading in page
     assert "## Exactness" not in page and "## Projection" not in page
     assert "(maths)" in page  # the prompt styles the runs had
+
+
+def _miss(cell, mode, best, abandon, first):
+    return {
+        "cell": cell, "mode": mode, "best": {"tok_per_s": best},
+        "abandon": {"tok_per_s": abandon, "gain": abandon / best - 1},
+        "first_gamma": {"tok_per_s": first, "gain": first / best - 1},
+    }  # fmt: skip
+
+
+def test_misses_note_counts_only_gains_above_the_threshold_and_says_when_they_lose_anyway():
+    rows = [_miss("q", "pipeline", 10.0, 10.0, 10.5), _miss("q", "cloud-led", 15.0, 15.1, 14.9)]
+    text = narrative.misses_notes(rows)
+    assert "Stopping the drafter step changes the best configuration by +0.0% to +0.7%" in text
+    assert "more than 2% in 0 of 2 cases." in text
+    assert "A shorter first block changes the best configuration by -0.7% to +5.0%" in text
+    assert "more than 2% in 1 of 2 cases; in each of those the other mode" in text
+    rows[1] = _miss("q", "cloud-led", 9.0, 9.0, 9.0)  # now the helped pipeline is fastest
+    assert "the other mode" not in narrative.misses_notes(rows)

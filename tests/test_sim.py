@@ -198,7 +198,8 @@ def test_paper_regime_reports_every_mode_and_its_checks():
     row = paper.run_cell(paper.CELLS[2], 20.0, tokens=64, seeds=1)  # llama GSM8K
     assert set(row["modes"]) == {"cloud-only", "sync", "pipeline", "cloud-led", "auto"}
     assert row["accept_per_position"] == pytest.approx(0.92, abs=0.01)
-    assert set(row["checks"]) == {"beats_cloud_only", "beats_paper"}
+    assert set(row["checks"]) == {"beats_cloud_only", "beats_paper", "beats_paper_cycle"}
+    assert row["paper_cycle_tok_per_s"] == pytest.approx(1e3 * 4.29 / 272.89)
     best = max(row["modes"]["cloud-led"]["tok_per_s"], row["modes"]["auto"]["tok_per_s"])
     assert row["checks"]["beats_cloud_only"] == (best >= row["modes"]["cloud-only"]["tok_per_s"])
     assert row["best_ours_vs_bound"] <= 1.0 + 1e-9

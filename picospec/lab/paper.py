@@ -14,10 +14,14 @@ simulator's cost tables extend linearly).
 For each cell and RTT it reports tok/s and target forwards per token of every
 mode and of ``auto`` (``edge/plan.py``'s choice from the same costs and
 acceptance), the physical bound min(drafter rate, (gamma + 1) / T_verify), and
-two checks computed from the numbers: the best of ``cloud-led`` and ``auto``
+checks computed from the numbers: the best of ``cloud-led`` and ``auto``
 against the paper's PicoSpec figure at RTT <= 20 ms, and against the cloud
 alone at every RTT (``cloud-only`` simulated at the same costs, its TTFT
-included; the paper's cloud AR figure is printed beside it).
+included; the paper's cloud AR figure is printed beside it). The paper's
+throughput figures are larger than its own per-cycle figures give (Table 2:
+mean acceptance length / TPOT, e.g. 2.50 / 148.84 ms = 16.8 tok/s for Qwen
+GSM8K against the 20.19 it reports), so that figure ("cycle") is printed and
+checked too.
 """
 
 from __future__ import annotations
@@ -57,6 +61,13 @@ class Cell:
     """Mean acceptance length (accepted drafts + the correction or bonus)."""
     paper_tok_s: float
     ar_tok_s: float
+    tpot_ms: float
+    """Table 2's TPOT: the time of one draft/verify cycle."""
+
+    @property
+    def implied_tok_s(self) -> float:
+        """What the paper's own per-cycle figures give: acceptance length / TPOT."""
+        return 1e3 * self.accept_len / self.tpot_ms
 
     @property
     def accept(self) -> float:
@@ -81,10 +92,10 @@ class Cell:
 
 
 CELLS = (
-    Cell("qwen-gsm8k", 72.0, 87.35, 97.46, 143.99, 2.50, 20.19, 13.89),
-    Cell("qwen-humaneval", 70.5, 78.04, 97.17, 155.11, 1.88, 16.04, 14.18),
-    Cell("llama-gsm8k", 146.0, 166.46, 171.05, 295.58, 4.29, 17.22, 6.87),
-    Cell("llama-humaneval", 146.0, 182.96, 172.41, 369.02, 4.90, 19.88, 6.86),
+    Cell("qwen-gsm8k", 72.0, 87.35, 97.46, 143.99, 2.50, 20.19, 13.89, 148.84),
+    Cell("qwen-humaneval", 70.5, 78.04, 97.17, 155.11, 1.88, 16.04, 14.18, 160.88),
+    Cell("llama-gsm8k", 146.0, 166.46, 171.05, 295.58, 4.29, 17.22, 6.87, 272.89),
+    Cell("llama-humaneval", 146.0, 182.96, 172.41, 369.02, 4.90, 19.88, 6.86, 272.93),
 )
 """Qwen HumanEval's AR step is 1000 / 14.18 ms; the rest as published."""
 
@@ -123,11 +134,13 @@ def run_cell(cell: Cell, rtt_ms: float, *, tokens: int = 256, seeds: int = 4) ->
     checks = {"beats_cloud_only": ours >= modes["cloud-only"]["tok_per_s"]}
     if rtt_ms <= 20:
         checks["beats_paper"] = ours >= cell.paper_tok_s
+        checks["beats_paper_cycle"] = ours >= cell.implied_tok_s
     return {
         "cell": cell.name,
         "rtt_ms": rtt_ms,
         "accept_per_position": round(cell.accept, 4),
         "paper_tok_per_s": cell.paper_tok_s,
+        "paper_cycle_tok_per_s": cell.implied_tok_s,
         "cloud_ar_tok_per_s": cell.ar_tok_s,
         "bound_tok_per_s": bound,
         "best_ours_vs_bound": ours / bound,
@@ -211,7 +224,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     lines = [
         "tok/s (target forwards per token) in the simulator at the paper's costs; "
         "gamma 4, depth 3, scheme gumbel",
-        head + f" {'paper':>6} {'AR':>6} {'bound':>6}  checks",
+        head + f" {'paper':>6} {'cycle':>6} {'AR':>6} {'bound':>6}  checks",
     ]
     for r in rows:
         cells = " ".join(
@@ -221,7 +234,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         checks = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["checks"].items())
         lines.append(
             f"{r['cell']:16} {r['rtt_ms']:4.0f} {cells} {r['paper_tok_per_s']:6.2f} "
-            f"{r['cloud_ar_tok_per_s']:6.2f} {r['bound_tok_per_s']:6.2f}  {checks}"
+            f"{r['paper_cycle_tok_per_s']:6.2f} {r['cloud_ar_tok_per_s']:6.2f} "
+            f"{r['bound_tok_per_s']:6.2f}  {checks}"
         )
     return "\n".join(lines)
 

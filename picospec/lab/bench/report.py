@@ -111,6 +111,17 @@ def markdown(
             narrative.paper_notes(result["paper_regime"]),
         ]
         parts += [f"![paper regime]({f})" for f in figures if "paper_regime" in f]
+    if "misses" in result:
+        parts += [
+            "## Cheaper misses, at the paper's costs (simulator)",
+            "`picospec sim --paper --misses`: for each cell and speculative mode at RTT "
+            "20 ms, the best (gamma, depth) of a grid; that best with the drafter step in "
+            "progress stopped the instant a rejection arrives (a costless abort: the most "
+            "llama.cpp's abort callback could give); and the best of the same grid with a "
+            "shorter first block after each rejection. Same seeds throughout.",
+            "```\n" + paper.render_misses(result["misses"]) + "\n```",
+            narrative.misses_notes(result["misses"]),
+        ]
     if "projection" in result:
         parts += [
             "## Projection to the paper's regimes (simulator)",
@@ -131,6 +142,7 @@ def write(
     analysis.annotate(result)
     result["projection"] = analysis.project(_acceptance_profiles(result))
     result["paper_regime"] = paper.paper_regime()
+    result["misses"] = paper.misses()
     rows = analysis.aggregate(result["runs"])
     figures = plots(result, rows, out / "plots")
     paper.plot(result["paper_regime"], out / "plots" / "paper_regime.png")
