@@ -55,7 +55,7 @@ TIE = 0.02
 """A candidate must beat a cheaper one by this fraction to be chosen over it."""
 MIN_ACCEPT_SAMPLES = 8
 """Drafts measured at the first position before acceptance counts as known."""
-REVISE_AT = (16, 48, 112)
+REVISE_AT = (16, 32, 48, 64, 96, 128, 192, 256)
 """Committed tokens of a generation at which auto revises its plan."""
 SWITCH_GAIN = 0.10
 """A revision switches only to a plan predicted this much faster than the one
