@@ -55,6 +55,10 @@ TIE = 0.02
 """A candidate must beat a cheaper one by this fraction to be chosen over it."""
 MIN_ACCEPT_SAMPLES = 8
 """Drafts measured at the first position before acceptance counts as known."""
+LED_DEPTH = 6
+"""cloud-led is also considered at this depth (a lead of gamma x 6 drafts), besides
+the caller's: where acceptance is low, short blocks with a long lead keep drafts
+waiting at the cloud's frontier after each contradiction."""
 REVISE_AT = (16, 32, 48, 64, 96, 128, 192, 256)
 """Committed tokens of a generation at which auto revises its plan."""
 SWITCH_GAIN = 0.10
@@ -175,7 +179,8 @@ def candidates(scheme: Scheme, max_block: int, depth: int) -> list[tuple[Mode, i
     gammas = sorted({min(g, max_block) for g in GAMMAS})
     out: list[tuple[Mode, int, int]] = [(Mode.CLOUD_ONLY, 1, 1)]
     if scheme in LED_SCHEMES:
-        out += [(Mode.CLOUD_LED, g, depth) for g in gammas]
+        leads = sorted({depth, LED_DEPTH})
+        out += [(Mode.CLOUD_LED, g, d) for g in gammas for d in leads]
     out += [(Mode.PIPELINE, g, depth) for g in gammas]
     out += [(Mode.SYNC, g, 1) for g in gammas]
     return out
@@ -230,9 +235,11 @@ def choose(
     return Plan(Mode.PIPELINE, gamma, depth, f"auto: pipeline ({why})")
 
 
-def label(mode: Mode, gamma: int) -> str:
+def label(mode: Mode, gamma: int, depth: int) -> str:
     """How ``Plan.predicted`` names a candidate."""
-    return mode.value if mode is Mode.CLOUD_ONLY else f"{mode.value} gamma {gamma}"
+    if mode is Mode.CLOUD_ONLY:
+        return mode.value
+    return f"{mode.value} gamma {gamma}" + ("" if mode is Mode.SYNC else f" depth {depth}")
 
 
 def revise(
@@ -258,18 +265,20 @@ def revise(
         return None
     mode, gamma, running_depth = running
     best = best_plan(scheme, costs, accept, cands, n_tokens=n_tokens)
-    if (best.mode, best.gamma) == (mode, gamma):
+    if (best.mode, best.gamma, best.depth) == (mode, gamma, running_depth):
         return None
     padded = [*accept, *[accept[-1]] * gamma][:gamma]
     now = predict(mode.value, padded, costs, depth=running_depth, n_tokens=n_tokens).tok_per_s
-    new = best.predicted.get(label(best.mode, best.gamma), 0.0)
+    new = best.predicted.get(label(best.mode, best.gamma, best.depth), 0.0)
     if new < now * (1 + SWITCH_GAIN):
         return None
     return Plan(
         best.mode,
         best.gamma,
         best.depth,
-        best.reason.replace("auto:", f"auto switched from {label(mode, gamma)} ({now:.1f}) to", 1),
+        best.reason.replace(
+            "auto:", f"auto switched from {label(mode, gamma, running_depth)} ({now:.1f}) to", 1
+        ),
         best.predicted,
     )
 
@@ -291,7 +300,7 @@ def best_plan(
     best_rate = 0.0
     for mode, g, d in cands:
         rate = predict(mode.value, accept[:g], costs, depth=d, n_tokens=n_tokens).tok_per_s
-        rates[label(mode, g)] = rate
+        rates[label(mode, g, d)] = rate
         if best is None or rate > best_rate * (1 + TIE):
             best, best_rate = (mode, g, d), rate
     assert best is not None

@@ -264,7 +264,7 @@ def test_auto_switches_mid_generation_when_what_it_measures_says_so():
     cloud-only. One generation in two parts: every token streamed once."""
     res, got, held = switching(sampling(Scheme.SPARSE_Q, 1.0))
     assert [p["mode"] for p in res.parts] == ["pipeline", "cloud-only"], res.plan
-    assert "| auto switched from pipeline gamma 8" in res.plan
+    assert "| auto switched from pipeline gamma 8 depth 2" in res.plan
     assert sum(p["tokens"] for p in res.parts) == res.n_tokens == 96
     assert res.token_ids == got and held == 0  # the pipeline part was cancelled
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from picospec.codec.scheme import Mode, Scheme
-from picospec.edge.plan import SWITCH_GAIN, Estimates, choose, parse_mode, revise
+from picospec.edge.plan import SWITCH_GAIN, Estimates, choose, label, parse_mode, revise
 
 
 def measured(draft: float, decode: float, verify: dict[int, float], rtt: float) -> Estimates:
@@ -54,7 +54,8 @@ def test_a_gpu_cloud_and_a_fast_drafter_choose_a_speculative_mode():
     est.add_blocks(Scheme.GREEDY, [(4, 4), (3, 4), (4, 4), (2, 4)] * 4)
     plan = choose(Scheme.GREEDY, est, gamma=4, depth=3)
     assert plan.mode in (Mode.CLOUD_LED, Mode.PIPELINE), plan.reason
-    assert plan.predicted[f"{plan.mode.value} gamma {plan.gamma}"] == max(plan.predicted.values())
+    best = plan.predicted[label(plan.mode, plan.gamma, plan.depth)]
+    assert best == max(plan.predicted.values())
     assert max(plan.predicted.values()) > 1.3 * plan.predicted["cloud-only"]
 
 
@@ -70,6 +71,15 @@ def test_verify_cost_is_never_below_a_decode_step():
     assert est.verify[5] == pytest.approx(0.02)
 
 
+def test_cloud_led_is_also_planned_with_a_long_lead():
+    est = measured(0.024, 0.072, {5: 0.087, 9: 0.095}, rtt=0.02)
+    est.add_blocks(Scheme.GREEDY, [(1, 4), (3, 4), (0, 4), (2, 4)] * 4)
+    plan = choose(Scheme.GREEDY, est, gamma=4, depth=3)
+    assert {k for k in plan.predicted if k.startswith("cloud-led gamma 2")} == {
+        "cloud-led gamma 2 depth 3", "cloud-led gamma 2 depth 6"
+    }  # fmt: skip
+
+
 def test_parse_mode():
     assert parse_mode("auto") is None and parse_mode(None) is None
     assert parse_mode("cloud-led") is Mode.CLOUD_LED
@@ -83,7 +93,7 @@ def test_revise_switches_only_to_a_plan_predicted_clearly_faster():
     est.add_blocks(Scheme.GREEDY, [(0, 8)] * 30)
     plan = revise(Scheme.GREEDY, est, (Mode.PIPELINE, 8, 3), depth=3, n_tokens=200)
     assert plan is not None and plan.mode is Mode.CLOUD_ONLY, plan
-    assert plan.reason.startswith("auto switched from pipeline gamma 8 (")
+    assert plan.reason.startswith("auto switched from pipeline gamma 8 depth 3 (")
     assert revise(Scheme.GREEDY, est, (Mode.CLOUD_ONLY, 1, 1), depth=3, n_tokens=200) is None
     # too few tokens left to pay for a switch, or nothing measured: go on
     assert revise(Scheme.GREEDY, est, (Mode.PIPELINE, 8, 3), depth=3, n_tokens=8) is None
@@ -97,6 +107,7 @@ def test_revise_keeps_a_plan_within_the_switch_margin():
     assert best.mode is Mode.CLOUD_ONLY
     runner_up = max((r, k) for k, r in best.predicted.items() if k != "cloud-only")
     assert runner_up[0] * (1 + SWITCH_GAIN) > best.predicted["cloud-only"]  # a near tie
-    mode, _, gamma = runner_up[1].split()
-    assert revise(Scheme.GREEDY, est, (Mode.parse(mode), int(gamma), 3), depth=3,
-                  n_tokens=200) is None  # fmt: skip
+    words = runner_up[1].split()  # "<mode> gamma <g>[ depth <d>]"
+    mode, gamma = Mode.parse(words[0]), int(words[2])
+    running = (mode, gamma, int(words[4]) if len(words) > 3 else 1)
+    assert revise(Scheme.GREEDY, est, running, depth=3, n_tokens=200) is None
