@@ -35,7 +35,7 @@ from picospec.runtime.quic import Channel, ClientTLS, TransportError, connect
 
 from .local import LocalRun, generate_local
 from .model import DraftModel
-from .plan import REVISE_AT, Estimates, Plan, choose, parse_mode, revise
+from .plan import REVISE_AT, Estimates, Plan, choose, label, parse_mode, revise
 from .session import (
     Committed,
     EdgeSession,
@@ -53,6 +53,8 @@ T = TypeVar("T")
 
 REPLY_TIMEOUT_S = 30.0
 """Default longest wait for the cloud during a generation."""
+MIN_OUTCOME = 16
+"""Tokens a generation needs for its tok/s to correct the time model's error."""
 
 
 class EdgeError(PicospecError):
@@ -365,7 +367,12 @@ class EdgeClient:
             reasons.append(switch.reason)
         early = run.finished in ("deadline", "stopped")
         self._end(sess, run.finished if early else "")
-        return self._result(parts, reasons)
+        result = self._result(parts, reasons)
+        if plan is not None and len(parts) == 1 and not early and result.n_tokens >= MIN_OUTCOME:
+            predicted = plan.predicted.get(label(plan.mode, plan.gamma, plan.depth))
+            if predicted:  # a plan the model made (not exploring): how far off it was
+                self.estimates.add_outcome(plan.mode, result.tok_per_s, predicted)
+        return result
 
     def _open(
         self,
@@ -415,6 +422,8 @@ class EdgeClient:
         if self._ch is not None and self._ch.min_rtt is not None:
             est.rtt = self._ch.min_rtt
         rest, context = left - len(sess.generated), len(sess.prompt) + len(sess.generated)
+        first = run.t0 + run.ttft  # this part's first token
+        observed = (len(sess.generated) - 1) / (now - first) if run.ttft and now > first else None
         plan = revise(
             sess.scheme,
             est,
@@ -422,6 +431,7 @@ class EdgeClient:
             depth=depth,
             max_block=self.welcome.max_block,
             n_tokens=rest,
+            observed=observed,
         )
         if plan is None:
             return None
@@ -563,7 +573,7 @@ class EdgeClient:
         st, n = sess.stats, len(sess.generated)
         if run.steps:
             est.add_draft(statistics.median(run.steps))
-        if sess.mode.cloud_decodes and n > 1 and run.ttft:
+        if sess.mode is Mode.CLOUD_ONLY and n > 1 and run.ttft:  # decoding alone
             forwards = max(1, st.target_forwards - 1)  # the prefill's forward made token one
             est.add_decode((secs - run.ttft) / min(forwards, n - 1))
         if sess.mode in (Mode.PIPELINE, Mode.SYNC):

@@ -17,18 +17,22 @@ fastest:
 
 A candidate whose inputs were never measured cannot be predicted; while an input
 is missing the plan explores: ``cloud-led`` for the first generation under
-``gumbel``/``greedy`` (it measures the drafter, the cloud's decode and the
-acceptance, and the cloud adapts how many drafts a forward takes from its own
-timings, so it already runs no slower than the cloud's decode wherever extra
-drafts in a forward cost little), the caller's ``pipeline`` under the other
-schemes, then ``cloud-only`` once if the cloud's decode step is all that is
-missing. A later generation with the same client plans from the estimates. A
-near tie goes to the candidate that costs less (``cloud-only`` first: it runs
-no drafter).
+``gumbel``/``greedy`` (it measures the drafter, the link and acceptance; the
+cloud adapts how many drafts a forward takes from its own timings), the
+caller's ``pipeline`` under the other schemes, then ``cloud-only`` once to
+measure the cloud's decode step (only a generation the cloud decodes alone
+measures it: in ``cloud-led`` the drafter shares the edge's and, co-located,
+the cloud's cores, and forwards carry drafts). A later generation with the same
+client plans from the estimates. Each prediction is scaled by its mode's
+measured error (``Estimates.error``: the tok/s a planned generation reached
+over what was predicted for it), so a mode the model flatters on this edge is
+planned at what it delivers. A near tie goes to the candidate that costs less
+(``cloud-only`` first: it runs no drafter).
 
 Within a generation, ``revise`` asks again at ``REVISE_AT`` committed tokens,
 from the estimates with what the generation measured so far, and the client
-switches when another plan is predicted ``SWITCH_GAIN`` faster: it cancels the
+switches when another plan is predicted ``SWITCH_GAIN`` faster than the
+running one has been going: it cancels the
 running generation and starts one after everything committed, with the same
 seed. Nothing committed is lost or repeated, and because every random number
 is keyed by (seed, position) the ``gumbel`` and ``greedy`` output is the same
@@ -40,7 +44,7 @@ out depends on where the switch happened, as it depends on the mode.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from picospec.codec.scheme import LED_SCHEMES, Mode, Scheme
@@ -86,11 +90,15 @@ class Estimates:
     rtt: float | None = None
     draft: float | None = None
     decode: float | None = None
-    """The cloud's seconds per streamed token (cloud-only, or cloud-led)."""
+    """The cloud's seconds per streamed token, decoding alone (cloud-only)."""
     verify: dict[int, float] = field(default_factory=dict)
     """Tokens in a forward -> seconds, from block verdicts less the round trip."""
     reached: dict[Scheme, list[int]] = field(default_factory=dict)
     kept: dict[Scheme, list[int]] = field(default_factory=dict)
+    error: dict[Mode, float] = field(default_factory=dict)
+    """Measured tok/s / the time model's prediction, by mode (EWMA): what the
+    model misses for a mode on this edge (contention, a cloud that takes fewer
+    drafts than it could), measured, and applied to that mode's predictions."""
 
     def add_rtt(self, seconds: float) -> None:
         self.rtt = _ewma(self.rtt, seconds)
@@ -108,6 +116,11 @@ class Estimates:
         # exceed a verdict's whole latency
         cost = max(latency - (self.rtt or 0.0), self.decode or 0.0, 1e-4)
         self.verify[tokens] = _ewma(self.verify.get(tokens), cost)
+
+    def add_outcome(self, mode: Mode, measured: float, predicted: float) -> None:
+        """A generation planned at predicted tok/s ran at measured."""
+        if measured > 0 and predicted > 0:
+            self.error[mode] = _ewma(self.error.get(mode), measured / predicted)
 
     def add_blocks(self, scheme: Scheme, blocks: Sequence[tuple[int, int]]) -> None:
         """(accepted, drafted) of verified blocks or chains of drafts."""
@@ -203,21 +216,21 @@ def choose(
     costs = estimates.costs(biggest)
     accept = estimates.accept(scheme, longest)
     if costs is None:
-        if scheme in LED_SCHEMES:
-            why = "nothing measured yet: cloud-led measures the drafter, the cloud and the link"
-            return Plan(Mode.CLOUD_LED, gamma, depth, f"auto: cloud-led ({why})")
         if estimates.draft is not None and estimates.decode is None:
             why = "the cloud's decode step not measured yet: cloud-only measures it"
             return Plan(Mode.CLOUD_ONLY, 1, 1, f"auto: cloud-only ({why})")
+        if scheme in LED_SCHEMES:
+            why = "nothing measured yet: cloud-led measures the drafter, the link and acceptance"
+            return Plan(Mode.CLOUD_LED, gamma, depth, f"auto: cloud-led ({why})")
         why = "nothing measured yet: the pipeline measures the drafter, acceptance and verify"
         return Plan(Mode.PIPELINE, gamma, depth, f"auto: pipeline ({why})")
     if accept is not None:
-        return best_plan(scheme, costs, accept, cands, n_tokens=n_tokens)
+        return best_plan(scheme, costs, accept, cands, n_tokens=n_tokens, error=estimates.error)
     # acceptance under this scheme is unknown: try the best measured under any scheme
     # (or every draft accepted); if even that cannot beat the cloud alone, nothing can
     proxies = [a for s in estimates.reached if (a := estimates.accept(s, longest)) is not None]
     proxy = max(proxies, key=lambda a: sum(a), default=[1.0] * longest)
-    hope = best_plan(scheme, costs, proxy, cands, n_tokens=n_tokens)
+    hope = best_plan(scheme, costs, proxy, cands, n_tokens=n_tokens, error=estimates.error)
     if hope.mode is Mode.CLOUD_ONLY:
         return Plan(
             Mode.CLOUD_ONLY,
@@ -250,11 +263,13 @@ def revise(
     depth: int,
     max_block: int = 32,
     n_tokens: int,
+    observed: float | None = None,
 ) -> Plan | None:
     """Mid-generation: the plan to switch to for the n_tokens still to come, or
     None to go on with the running (mode, gamma, depth). A switch needs every
-    input measured (no exploring mid-generation), the running plan's prediction
-    from the same estimates, and a gain of at least SWITCH_GAIN."""
+    input measured (no exploring mid-generation) and a gain of at least
+    SWITCH_GAIN over the running plan: its tok/s observed so far in this
+    generation when given, else its prediction from the same estimates."""
     if n_tokens < MIN_SWITCH_TOKENS:
         return None
     cands = candidates(scheme, max_block, depth)
@@ -264,11 +279,14 @@ def revise(
     if costs is None or accept is None:
         return None
     mode, gamma, running_depth = running
-    best = best_plan(scheme, costs, accept, cands, n_tokens=n_tokens)
+    best = best_plan(scheme, costs, accept, cands, n_tokens=n_tokens, error=estimates.error)
     if (best.mode, best.gamma, best.depth) == (mode, gamma, running_depth):
         return None
     padded = [*accept, *[accept[-1]] * gamma][:gamma]
-    now = predict(mode.value, padded, costs, depth=running_depth, n_tokens=n_tokens).tok_per_s
+    now = observed or (
+        predict(mode.value, padded, costs, depth=running_depth, n_tokens=n_tokens).tok_per_s
+        * estimates.error.get(mode, 1.0)
+    )
     new = best.predicted.get(label(best.mode, best.gamma, best.depth), 0.0)
     if new < now * (1 + SWITCH_GAIN):
         return None
@@ -290,9 +308,11 @@ def best_plan(
     cands: Sequence[tuple[Mode, int, int]],
     *,
     n_tokens: int = 0,
+    error: Mapping[Mode, float] | None = None,
 ) -> Plan:
     """The candidate the time model predicts fastest, from known costs and
-    acceptance by position (at least as long as the largest gamma)."""
+    acceptance by position (at least as long as the largest gamma), each
+    prediction scaled by its mode's measured error (``Estimates.error``)."""
     longest = max(g for _, g, _ in cands)
     accept = [*accept, *[accept[-1]] * longest][: max(longest, len(accept))]
     rates: dict[str, float] = {}
@@ -300,6 +320,7 @@ def best_plan(
     best_rate = 0.0
     for mode, g, d in cands:
         rate = predict(mode.value, accept[:g], costs, depth=d, n_tokens=n_tokens).tok_per_s
+        rate *= (error or {}).get(mode, 1.0)
         rates[label(mode, g, d)] = rate
         if best is None or rate > best_rate * (1 + TIE):
             best, best_rate = (mode, g, d), rate

@@ -80,6 +80,29 @@ def test_cloud_led_is_also_planned_with_a_long_lead():
     }  # fmt: skip
 
 
+def test_a_mode_measured_slower_than_predicted_is_planned_at_what_it_measured():
+    est = measured(0.018, 0.020, {5: 0.056, 3: 0.040}, rtt=0.002)
+    est.add_blocks(Scheme.GREEDY, [(4, 4)] * 16)  # blocks that all pass: drafts look good
+    first = choose(Scheme.GREEDY, est, gamma=4, depth=3)
+    assert first.mode is Mode.CLOUD_LED, first.reason
+    predicted = first.predicted[label(first.mode, first.gamma, first.depth)]
+    for _ in range(5):  # it ran at 0.65x its prediction, every time (drafts arrived late)
+        est.add_outcome(Mode.CLOUD_LED, 0.65 * predicted, predicted)
+    assert est.error[Mode.CLOUD_LED] == pytest.approx(0.65)
+    again = choose(Scheme.GREEDY, est, gamma=4, depth=3)
+    name = label(first.mode, first.gamma, first.depth)
+    assert again.predicted[name] == pytest.approx(0.65 * predicted)
+    assert again.mode is not Mode.CLOUD_LED, again.reason  # another plan is faster now
+
+
+def test_gumbel_and_greedy_explore_cloud_led_then_the_decode_step():
+    est = Estimates()
+    est.add_rtt(0.02)
+    est.add_draft(0.018)  # what a cloud-led generation measured (it measures no decode step)
+    plan = choose(Scheme.GREEDY, est, gamma=4, depth=3)
+    assert plan.mode is Mode.CLOUD_ONLY and "decode step not measured" in plan.reason
+
+
 def test_parse_mode():
     assert parse_mode("auto") is None and parse_mode(None) is None
     assert parse_mode("cloud-led") is Mode.CLOUD_LED
@@ -98,6 +121,17 @@ def test_revise_switches_only_to_a_plan_predicted_clearly_faster():
     # too few tokens left to pay for a switch, or nothing measured: go on
     assert revise(Scheme.GREEDY, est, (Mode.PIPELINE, 8, 3), depth=3, n_tokens=8) is None
     assert revise(Scheme.GREEDY, Estimates(), (Mode.PIPELINE, 4, 3), depth=3, n_tokens=200) is None
+
+
+def test_revise_weighs_the_running_plan_by_what_it_ran_at_so_far():
+    est = measured(0.018, 0.020, {5: 0.056, 3: 0.040}, rtt=0.002)
+    est.add_blocks(Scheme.GREEDY, [(2, 4), (4, 4), (0, 4), (1, 4)] * 4)
+    only = choose(Scheme.GREEDY, est, gamma=4, depth=3).predicted["cloud-only"]
+    running = (Mode.CLOUD_LED, 4, 3)
+    slow = revise(Scheme.GREEDY, est, running, depth=3, n_tokens=48, observed=0.7 * only)
+    assert slow is not None and slow.mode is Mode.CLOUD_ONLY
+    assert f"from cloud-led gamma 4 depth 3 ({0.7 * only:.1f})" in slow.reason
+    assert revise(Scheme.GREEDY, est, running, depth=3, n_tokens=48, observed=0.95 * only) is None
 
 
 def test_revise_keeps_a_plan_within_the_switch_margin():
