@@ -2,7 +2,8 @@
 container check, ``deploy/systemd/container-check.sh``, runs them under it):
 ``systemd-analyze verify`` with any stderr a failure (it exits 0 on lines it
 cannot parse), the offline security exposure, the example edge.toml loading,
-and ``edge serve`` refusing a bad config file by name and key."""
+and ``edge serve`` refusing a bad config file by name and key; and the GPU
+measurement script's steps, run on a CPU."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 
 from picospec.edge.config import load
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy" / "systemd"
 UNIT = DEPLOY / "picospec-edge.service"
 analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed"
@@ -78,3 +80,24 @@ def test_edge_serve_refuses_a_bad_config_file_naming_the_file_and_the_key(tmp_pa
     r = subprocess.run([sys.executable, "-m", "picospec", "edge", "serve", "--config", str(bad)],
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert r.returncode == 2 and "edge.queue_size must be an integer" in r.stderr
+
+
+@pytest.mark.slow
+def test_the_gpu_measurement_script_runs_its_steps_on_a_cpu(tmp_path):
+    """deploy/gpu/measure.sh with DEVICE=cpu: picospec from the tree (no install,
+    reference kernels), the torch contract, bench gpu's tiny model, a profile."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    env = {
+        "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DEVICE": "cpu",
+        "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+    }  # fmt: skip
+    done = subprocess.run(["bash", str(ROOT / "deploy/gpu/measure.sh")], env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = tmp_path / "out"
+    assert re.search(r"\d+ passed", (out / "contract.log").read_text())
+    assert "failed" not in (out / "contract.log").read_text()
+    profile = (out / "profile.json").read_text()
+    assert '"verify_ms"' in profile and '"batched_round_ms"' in profile
+    assert "no CUDA device" in (out / "machine.txt").read_text()

@@ -4,6 +4,7 @@ against llama.cpp, and the CPU path of bench gpu."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -56,6 +57,10 @@ def tiny_tokenizer():
     return hf
 
 
+DEVICE = os.environ.get("PICOSPEC_TEST_DEVICE", "cpu")
+"""Where the contract and the batching test run (deploy/gpu/measure.sh sets cuda)."""
+
+
 def tiny_llama(seed: int = 0):
     config = transformers.LlamaConfig(
         vocab_size=VOCAB,
@@ -88,7 +93,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def backend(tokenizer):
     vocab = LlamaVocab.from_tokenizer(tokenizer, VOCAB)
-    return TorchBackend(tiny_llama(), vocab, device="cpu", device_transform=True)
+    return TorchBackend(tiny_llama(), vocab, device=DEVICE, dtype="fp32", device_transform=True)
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +172,8 @@ def test_batched_forwards_equal_one_session_at_a_time(tokenizer, prompt):
     from picospec.cloud.backend import Forward
 
     vocab = LlamaVocab.from_tokenizer(tokenizer, VOCAB)
-    one = TorchBackend(tiny_llama(), vocab, device="cpu", batched=False)
-    many = TorchBackend(tiny_llama(), vocab, device="cpu")
+    one = TorchBackend(tiny_llama(), vocab, device=DEVICE, dtype="fp32", batched=False)
+    many = TorchBackend(tiny_llama(), vocab, device=DEVICE, dtype="fp32")
     assert many.batches and not one.batches
     pasts = {1: prompt, 2: prompt[:3], 3: [*prompt[:7], 9, 10]}
     for b in (one, many):
