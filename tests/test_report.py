@@ -385,3 +385,22 @@ def test_misses_note_counts_only_gains_above_the_threshold_and_says_when_they_lo
     assert "more than 2% in 1 of 2 cases; in each of those the other mode" in text
     rows[1] = _miss("q", "cloud-led", 9.0, 9.0, 9.0)  # now the helped pipeline is fastest
     assert "the other mode" not in narrative.misses_notes(rows)
+
+
+def test_auto_notes_count_explorations_and_switches_from_the_runs():
+    rows = [{"mode": "auto", "vs_best_fixed": 0.99, "scheme": "greedy", "rtt_ms": 0.0,
+             "rate_mbit": 1.0, "best_fixed": "cloud-only"}]  # fmt: skip
+    base = {"mode": "auto", "scheme": "greedy", "rtt_ms": 0.0, "rate_mbit": 1.0}
+    runs = [
+        {**base, "plan": "auto: cloud-led (nothing measured yet: ...)",
+         "parts": [{"mode": "cloud-led", "tokens": 64}]},
+        {**base, "plan": "auto: cloud-only (acceptance under sparse-q not measured; even at",
+         "parts": [{"mode": "cloud-only", "tokens": 64}]},
+        {**base, "plan": "auto: pipeline gamma 4 | auto switched from pipeline",
+         "parts": [{"mode": "pipeline", "tokens": 20}, {"mode": "cloud-only", "tokens": 44}]},
+    ]  # fmt: skip
+    text = narrative.adaptive_notes(rows, runs)
+    assert "1 of its 3 generations explored" in text
+    assert "greedy at RTT 0 ms, 1 Mbit/s, cloud-led)" in text
+    assert "1 switched mode mid-generation: greedy at RTT 0 ms, 1 Mbit/s, pipeline (20) -> " \
+           "cloud-only (44)." in text  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,24 +193,25 @@ def run(args: argparse.Namespace) -> int:
     if args.paper:
         from picospec.lab import paper
 
+        seeds = min(args.seeds, 4)
         if args.misses:
             rtt = 20.0 if args.rtt is None else args.rtt
-            found = paper.misses(rtt_ms=rtt, tokens=args.tokens, seeds=min(args.seeds, 4))
-            if args.json:
-                for row in found:
-                    print(json.dumps(row))
-            else:
-                print(paper.render_misses(found))
-            return 0
-        rows = paper.paper_regime(tokens=args.tokens, seeds=min(args.seeds, 4))
+            found = paper.misses(rtt_ms=rtt, tokens=args.tokens, seeds=seeds)
+            return _lines(found, args.json, paper.render_misses)
+        rows = paper.paper_regime(tokens=args.tokens, seeds=seeds)
         if args.plot:
             paper.plot(rows, Path(args.plot))
-        if args.json:
-            for row in rows:
-                print(json.dumps(row))
-        else:
-            print(paper.render(rows))
-        return 0
+        return _lines(rows, args.json, paper.render)
     result = simulate_modes(args)
     print(json.dumps(result, indent=1) if args.json else render(result))
+    return 0
+
+
+def _lines(rows: list[dict[str, Any]], as_json: bool, render: Callable[[Any], str]) -> int:
+    """Print rows as one JSON object per line, or rendered."""
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(render(rows))
     return 0

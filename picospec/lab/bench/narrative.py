@@ -760,8 +760,9 @@ def depth_note(proj: list[dict[str, Any]], costs: dict[str, dict[str, float]]) -
     )
 
 
-def adaptive_notes(rows: list[dict[str, Any]]) -> str:
-    """What the auto and cloud-led rows show, decided by the numbers."""
+def adaptive_notes(rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None = None) -> str:
+    """What the auto and cloud-led rows show, decided by the numbers (runs: the
+    raw runs, for auto's explorations and switches)."""
     autos = [r for r in rows if r["mode"] == "auto" and r.get("vs_best_fixed")]
     leds = [r for r in rows if r["mode"] == "cloud-led" and r.get("vs_cloud_only")]
     if not autos:
@@ -772,10 +773,8 @@ def adaptive_notes(rows: list[dict[str, Any]]) -> str:
         f"auto reached at least 0.97x the fastest fixed configuration of its cell in "
         f"{len(ok)} of {len(autos)} cells; its worst cell is {worst['scheme']} at RTT "
         f"{worst['rtt_ms']:g} ms, {worst['rate_mbit']:g} Mbit/s, "
-        f"{worst['vs_best_fixed']:.2f}x of {worst['best_fixed']}. Its edge keeps what it "
-        "measured across connections, so the exploring generations (cloud-led first, then "
-        "one pipeline run while acceptance is unknown and could still pay) are in the first "
-        "cells of the sweep."
+        f"{worst['vs_best_fixed']:.2f}x of {worst['best_fixed']}."
+        + _explorations([r for r in runs or [] if r["mode"] == "auto"])
     )
     if leds:
         lo = min(r["vs_cloud_only"] for r in leds)
@@ -787,6 +786,31 @@ def adaptive_notes(rows: list[dict[str, Any]]) -> str:
             "forwards, takes few of them into a forward (a 5-token verify costs several "
             "decode steps here)."
         )
+    return text
+
+
+def _explorations(autos: list[dict[str, Any]]) -> str:
+    """Where auto explored (a plan made while an input was not measured) and where it
+    switched mid-generation; its edge keeps what it measured across connections."""
+    if not autos:
+        return ""
+
+    def where(r: dict[str, Any]) -> str:
+        return f"{r['scheme']} at RTT {r['rtt_ms']:g} ms, {r['rate_mbit']:g} Mbit/s"
+
+    explored = [r for r in autos if "measured yet" in (r.get("plan") or "").split(" | ")[0]]
+    switched = [r for r in autos if len(r.get("parts") or ()) > 1]
+    text = (
+        f" Its edge keeps what it measured across connections: {len(explored)} of its "
+        f"{len(autos)} generations explored (planned while an input was not measured yet"
+        + (": " + "; ".join(f"{where(r)}, {r['parts'][0]['mode']}" for r in explored)
+           if explored and len(explored) <= 6 else "")
+        + f"), and {len(switched)} switched mode mid-generation"
+        + (": " + "; ".join(
+            f"{where(r)}, " + " -> ".join(f"{p['mode']} ({p['tokens']})" for p in r["parts"])
+            for r in switched) if switched and len(switched) <= 6 else "")
+        + "."
+    )  # fmt: skip
     return text
 
 

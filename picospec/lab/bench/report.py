@@ -52,7 +52,7 @@ def markdown(
             "cloud-led (the cloud decodes continuously and takes the drafts that have "
             "arrived), with target forwards per committed token.",
             tables.adaptive_table(rows),
-            narrative.adaptive_notes(rows),
+            narrative.adaptive_notes(rows, result["runs"]),
         ]
     parts += [
         "## Time model and simulator against the measurements",
