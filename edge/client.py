@@ -339,7 +339,7 @@ class EdgeClient:
                     await self._drive(sess, run, on_tokens, reply_timeout, deadline, stop)
                     if sess.done or run.finished or run.failed or not stop:
                         break
-                    switch = self._revise(sess, run, parts, depth, left)
+                    switch = self._revise(parts, depth, left)
                     if switch is not None:
                         break
             except asyncio.CancelledError:
@@ -404,17 +404,12 @@ class EdgeClient:
         self._send(sess.start_message())
         return sess
 
-    def _revise(
-        self,
-        sess: EdgeSession,
-        run: _Run,
-        parts: list[tuple[EdgeSession, _Run]],
-        depth: int,
-        left: int,
-    ) -> Plan | None:
-        """auto, mid-generation: the plan to switch to, from the estimates with what
-        this generation measured so far, or None to go on."""
+    def _revise(self, parts: list[tuple[EdgeSession, _Run]], depth: int, left: int) -> Plan | None:
+        """auto, mid-generation: the plan to switch to for the running part (the
+        last of parts), from the estimates with what this generation measured so
+        far, or None to go on."""
         assert self.welcome is not None
+        sess, run = parts[-1]
         est = copy.deepcopy(self.estimates)
         now = time.perf_counter()
         for part, r in parts:
@@ -465,6 +460,10 @@ class EdgeClient:
         d, loop = self.drafter, asyncio.get_running_loop()
         partial: list[DraftToken] = []
         partial_at = 0  # the position of partial[0]
+
+        def at_stop() -> bool:
+            return bool(stop) and len(sess.generated) >= stop and not partial
+
         drafting_since = 0.0
         while not sess.done:
             while not sess.done and (sess.want() == 0 or not self._inbox.empty()):
@@ -483,13 +482,11 @@ class EdgeClient:
                 partial, partial_at = await self._apply(
                     sess, run, events, on_tokens, partial, partial_at
                 )
-                if run.finished == "stopped" or (
-                    stop and len(sess.generated) >= stop and not partial
-                ):
+                if run.finished == "stopped" or at_stop():
                     return
             if sess.done:
                 break
-            if stop and len(sess.generated) >= stop and not partial:
+            if at_stop():
                 return
             if deadline is not None and loop.time() >= deadline:
                 run.finished = "deadline"
