@@ -128,12 +128,16 @@ class LedPolicy:
             self.tried[i] += 1
             self.ok[i] += i < accepted
 
-    def record_checks(self, checks: Sequence[bool]) -> None:
-        """Drafts checked against tokens committed without them: each is one draft
-        at the frontier whose chain had held so far (offset 0)."""
+    def record_checks(self, checks: Sequence[bool], offset: int = 0) -> None:
+        """Drafts checked against tokens committed without them, each one draft at
+        offset from a frontier where its chain had held: 0 for late drafts checked
+        on arrival, m for the waiting draft past the m a forward took, checked
+        against that forward's own token."""
+        if offset >= len(self.tried):
+            return
         for ok in checks:
-            self.tried[0] += 1
-            self.ok[0] += ok
+            self.tried[offset] += 1
+            self.ok[offset] += ok
 
     def alpha(self) -> list[float]:
         """Estimated acceptance at each offset, given the drafts before it matched

@@ -413,7 +413,6 @@ class CloudSession:
         store, policy = gen.drafts, gen.policy
         assert store is not None and policy is not None
         at = len(seq.tokens)
-        policy.record_checks(store.advance(seq.tokens))  # late drafts (add checks most)
         room = gen.start.max_new_tokens - (at - len(gen.prompt)) - 1
         drafts = store.ready(at)[: max(0, room)]
         m = policy.choose(len(drafts))
@@ -426,7 +425,9 @@ class CloudSession:
                 raise ProtocolError("a cloud-led forward decided no token of its own")
         else:
             accepted, token = 0, (yield from seq.decode_work())
-        store.advance(seq.tokens)  # the taken drafts, and a disagreement kills the chain
+        # The taken drafts (recorded above), then the first waiting draft past them,
+        # checked against this forward's own token: a disagreement kills the chain.
+        policy.record_checks(store.advance(seq.tokens)[m:], offset=m)
         self._ready.append(sid)
         verdict = Verdict(
             session=sid,

@@ -175,3 +175,41 @@ def test_late_drafts_that_agree_teach_the_policy_to_take_drafts():
     assert cloud.receive(block(0, len(prompt), only[: late + 1])) == []
     (nxt,) = [m for m in cloud.step() if isinstance(m, Verdict)]
     assert nxt.start == len(prompt) + late and nxt.accepted == 1  # it was taken
+
+
+def test_a_draft_the_forward_did_not_take_is_checked_against_its_token_and_taught():
+    """A forward that decodes alone (m = 0) still checks the waiting draft at its
+    position against the token it chose, and one that took m drafts and accepted
+    them all checks the next waiting one against its own token: both outcomes
+    reach the policy, at offsets 0 and m, so it learns where it takes no drafts."""
+    only = run(Scheme.GREEDY, 0.0, mode="cloud-only", max_new=40)[0].generated
+
+    def dear(n: int) -> float:
+        return 1.0 + 0.9 * (n - 1)
+
+    cloud = CloudSession(MarkovBackend(), token=b"tok", forward_cost=dear)
+    cloud.receive(hello())
+    prompt = (0, 1)
+    assert cloud.receive(start(prompt=prompt, max_new=40, mode=Mode.CLOUD_LED)) == []
+    cloud.step()  # prefill and the first token
+    policy = cloud._gens[1].policy
+    assert policy is not None
+    # four drafts for the next positions, all agreeing with the cloud's output
+    assert cloud.receive(block(0, len(prompt) + 1, only[1:5])) == []
+    (v,) = [m for m in cloud.step() if isinstance(m, Verdict)]
+    assert v.accepted == 0  # at the prior's acceptance a draft does not pay here
+    assert (policy.tried[0], policy.ok[0]) == (1, 1)  # but its check was recorded
+    # a forward of up to 3 tokens is cheap, more is dear: of four waiting drafts it
+    # takes two, accepts both, and checks the third against its own token
+    capped = CloudSession(
+        MarkovBackend(), token=b"tok", forward_cost=lambda n: 1.0 if n <= 3 else 100.0
+    )
+    capped.receive(hello())
+    assert capped.receive(start(prompt=prompt, max_new=40, mode=Mode.CLOUD_LED)) == []
+    capped.step()
+    taught = capped._gens[1].policy
+    assert taught is not None
+    assert capped.receive(block(0, len(prompt) + 1, only[1:5])) == []
+    (v,) = [m for m in capped.step() if isinstance(m, Verdict)]
+    assert v.accepted == 2 and v.token == only[3]
+    assert taught.tried[:3] == [1, 1, 1] and taught.ok[:3] == [1, 1, 1]
