@@ -34,9 +34,12 @@ from the estimates with what the generation measured so far, and the client
 switches when another plan is predicted ``SWITCH_GAIN`` faster than the
 running one has been going: it cancels the
 running generation and starts one after everything committed, with the same
-seed. Nothing committed is lost or repeated, and because every random number
-is keyed by (seed, position) the ``gumbel`` and ``greedy`` output is the same
-whatever the switches. Under ``sparse-q`` and ``split`` the output stays exact in
+seed. An exploration is cut short the same way: while acceptance is not yet
+measured no speculative plan can be predicted, but ``cloud-only`` can, and a
+generation exploring at clearly less than that switches to it. Nothing
+committed is lost or repeated, and because every random number is keyed by
+(seed, position) the ``gumbel`` and ``greedy`` output is the same whatever the
+switches. Under ``sparse-q`` and ``split`` the output stays exact in
 distribution (each part samples exactly from the target given what is
 committed, and when to switch depends only on the past), but which tokens come
 out depends on where the switch happened, as it depends on the mode.
@@ -266,19 +269,36 @@ def revise(
     observed: float | None = None,
 ) -> Plan | None:
     """Mid-generation: the plan to switch to for the n_tokens still to come, or
-    None to go on with the running (mode, gamma, depth). A switch needs every
-    input measured (no exploring mid-generation) and a gain of at least
-    SWITCH_GAIN over the running plan: its tok/s observed so far in this
-    generation when given, else its prediction from the same estimates."""
+    None to go on with the running (mode, gamma, depth). A switch needs a gain
+    of at least SWITCH_GAIN over the running plan (its tok/s observed so far in
+    this generation when given, else its prediction from the same estimates)
+    and every input of the plan switched to measured: with acceptance not yet
+    measured, only an exploration observed to run slower than ``cloud-only``'s
+    prediction is cut short (to ``cloud-only``, which needs no acceptance)."""
     if n_tokens < MIN_SWITCH_TOKENS:
         return None
     cands = candidates(scheme, max_block, depth)
     longest = max(g for _, g, _ in cands)
     costs = estimates.costs(max(g * d for _, g, d in cands) + 2)
     accept = estimates.accept(scheme, longest)
+    mode, gamma, running_depth = running
+    if costs is not None and accept is None and observed and mode is not Mode.CLOUD_ONLY:
+        only = predict(Mode.CLOUD_ONLY.value, [], costs, n_tokens=n_tokens).tok_per_s
+        only *= estimates.error.get(Mode.CLOUD_ONLY, 1.0)
+        if only < observed * (1 + SWITCH_GAIN):
+            return None
+        return Plan(
+            Mode.CLOUD_ONLY,
+            1,
+            1,
+            f"auto switched from {label(mode, gamma, running_depth)} ({observed:.1f}) to "
+            f"cloud-only (predicted {only:.1f} tok/s; acceptance under {scheme.value} "
+            f"not measured yet; cloud {1e3 * costs.verify[0]:.1f} ms/token, "
+            f"RTT {1e3 * costs.rtt:.0f} ms)",
+            {Mode.CLOUD_ONLY.value: only},
+        )
     if costs is None or accept is None:
         return None
-    mode, gamma, running_depth = running
     best = best_plan(scheme, costs, accept, cands, n_tokens=n_tokens, error=estimates.error)
     if (best.mode, best.gamma, best.depth) == (mode, gamma, running_depth):
         return None

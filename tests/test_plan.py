@@ -145,3 +145,24 @@ def test_revise_keeps_a_plan_within_the_switch_margin():
     mode, gamma = Mode.parse(words[0]), int(words[2])
     running = (mode, gamma, int(words[4]) if len(words) > 3 else 1)
     assert revise(Scheme.GREEDY, est, running, depth=3, n_tokens=200) is None
+
+
+def test_revise_cuts_an_exploration_short_when_it_runs_slower_than_the_cloud_alone():
+    """Acceptance not measured yet (a pipeline exploring it): no speculative plan can
+    be predicted, but cloud-only can, and an exploration observed to run clearly
+    slower than that prediction switches to it; one that keeps up goes on."""
+    est = measured(0.018, 0.020, {5: 0.056}, rtt=0.002)
+    est.add_blocks(Scheme.GREEDY, [(1, 4)] * 3)  # under MIN_ACCEPT_SAMPLES
+    assert est.accept(Scheme.GREEDY, 4) is None
+    running = (Mode.PIPELINE, 4, 3)
+    plan = revise(Scheme.GREEDY, est, running, depth=3, n_tokens=48, observed=25.0)
+    assert plan is not None and plan.mode is Mode.CLOUD_ONLY
+    assert plan.reason.startswith(
+        "auto switched from pipeline gamma 4 depth 3 (25.0) to cloud-only"
+    )
+    assert "acceptance under greedy not measured yet" in plan.reason
+    only = plan.predicted["cloud-only"]
+    assert revise(Scheme.GREEDY, est, running, depth=3, n_tokens=48, observed=only) is None
+    assert revise(Scheme.GREEDY, est, running, depth=3, n_tokens=48) is None  # nothing observed
+    cloud_only = (Mode.CLOUD_ONLY, 1, 1)
+    assert revise(Scheme.GREEDY, est, cloud_only, depth=3, n_tokens=48, observed=1.0) is None
