@@ -35,7 +35,7 @@ from picospec.runtime.quic import Channel, ClientTLS, TransportError, connect
 
 from .local import LocalRun, generate_local
 from .model import DraftModel
-from .plan import REVISE_AT, Estimates, Plan, choose, label, parse_mode, revise
+from .plan import REVISE_AT, Estimates, Plan, choose, label, model_rate, parse_mode, revise
 from .session import (
     Committed,
     EdgeSession,
@@ -339,7 +339,8 @@ class EdgeClient:
                     await self._drive(sess, run, on_tokens, reply_timeout, deadline, stop)
                     if sess.done or run.finished or run.failed or not stop:
                         break
-                    switch = self._revise(parts, depth, left)
+                    exploring = len(parts) == 1 and plan is not None and not plan.predicted
+                    switch = self._revise(parts, depth, left, exploring)
                     if switch is not None:
                         break
             except asyncio.CancelledError:
@@ -369,8 +370,15 @@ class EdgeClient:
         self._end(sess, run.finished if early else "")
         result = self._result(parts, reasons)
         if plan is not None and len(parts) == 1 and not early and result.n_tokens >= MIN_OUTCOME:
-            predicted = plan.predicted.get(label(plan.mode, plan.gamma, plan.depth))
-            if predicted:  # a plan the model made (not exploring): how far off it was
+            # how far off the model was: for a plan it made, its prediction; for an
+            # exploration, what it gives now from what the generation measured
+            running = (plan.mode, plan.gamma, plan.depth)
+            predicted = (
+                plan.model.get(label(*running))
+                if plan.predicted
+                else model_rate(sess.scheme, self.estimates, running, result.n_tokens)
+            )
+            if predicted:
                 self.estimates.add_outcome(plan.mode, result.tok_per_s, predicted)
         return result
 
@@ -404,10 +412,14 @@ class EdgeClient:
         self._send(sess.start_message())
         return sess
 
-    def _revise(self, parts: list[tuple[EdgeSession, _Run]], depth: int, left: int) -> Plan | None:
+    def _revise(
+        self, parts: list[tuple[EdgeSession, _Run]], depth: int, left: int, exploring: bool
+    ) -> Plan | None:
         """auto, mid-generation: the plan to switch to for the running part (the
         last of parts), from the estimates with what this generation measured so
-        far, or None to go on."""
+        far, or None to go on. An exploration cut short (exploring: the running
+        part was planned without a prediction) teaches its mode's error: the
+        tok/s it ran at over what the model gives it now."""
         assert self.welcome is not None
         sess, run = parts[-1]
         est = copy.deepcopy(self.estimates)
@@ -430,6 +442,9 @@ class EdgeClient:
         )
         if plan is None:
             return None
+        ran = plan.model.get(label(sess.mode, sess.gamma, sess.depth))
+        if exploring and observed and ran:
+            self.estimates.add_outcome(sess.mode, observed, ran)
         if plan.mode.speculative and context + rest > self.drafter.n_ctx:
             return None  # the drafter could not hold it
         try:

@@ -23,9 +23,15 @@ caller's ``pipeline`` under the other schemes, then ``cloud-only`` once to
 measure the cloud's decode step (only a generation the cloud decodes alone
 measures it: in ``cloud-led`` the drafter shares the edge's and, co-located,
 the cloud's cores, and forwards carry drafts). A later generation with the same
-client plans from the estimates. Each prediction is scaled by its mode's
-measured error (``Estimates.error``: the tok/s a planned generation reached
-over what was predicted for it), so a mode the model flatters on this edge is
+client plans from the estimates. Where acceptance under the scheme is still not
+known, it hopes: the drafts it has measured count, and the samples still missing
+(up to ``MIN_ACCEPT_SAMPLES`` per position) are taken as accepted at the best
+rate measured under any scheme, or 1.0; if even that plan cannot beat
+``cloud-only``, it takes ``cloud-only``, and otherwise it explores that plan.
+Each prediction is scaled by its mode's measured error (``Estimates.error``: the
+tok/s a generation reached over the time model's own prediction for it, before
+scaling: a planned generation's prediction, or for an exploration what the model
+gives from what it measured), so a mode the model flatters on this edge is
 planned at what it delivers. A near tie goes to the candidate that costs less
 (``cloud-only`` first: it runs no drafter).
 
@@ -36,7 +42,8 @@ running one has been going: it cancels the
 running generation and starts one after everything committed, with the same
 seed. An exploration is cut short the same way: while acceptance is not yet
 measured no speculative plan can be predicted, but ``cloud-only`` can, and a
-generation exploring at clearly less than that switches to it. Nothing
+generation exploring at clearly less than that switches to it (and leaves its
+mode's error). Nothing
 committed is lost or repeated, and because every random number is keyed by
 (seed, position) the ``gumbel`` and ``greedy`` output is the same whatever the
 switches. Under ``sparse-q`` and ``split`` the output stays exact in
@@ -150,6 +157,18 @@ class Estimates:
                 out.append(out[-1])
         return out
 
+    def hopeful(self, scheme: Scheme, fill: Sequence[float]) -> list[float]:
+        """Acceptance by position for len(fill) positions while it is not known:
+        the drafts measured under scheme, with those missing up to
+        MIN_ACCEPT_SAMPLES at each position counted as accepted at fill's rate."""
+        reached, kept = self.reached.get(scheme, []), self.kept.get(scheme, [])
+        out: list[float] = []
+        for j, hope in enumerate(fill):
+            r, k = (reached[j], kept[j]) if j < len(reached) else (0, 0)
+            missing = max(0, MIN_ACCEPT_SAMPLES - r)
+            out.append((k + missing * hope) / (r + missing) if r + missing else hope)
+        return out
+
     def costs(self, sizes: int) -> Costs | None:
         """The time model's costs for forwards up to sizes tokens (None until the
         drafter, the link and the cloud's decode are measured)."""
@@ -187,7 +206,11 @@ class Plan:
     reason: str
     """One line: what was chosen and why."""
     predicted: dict[str, float] = field(default_factory=dict)
-    """tok/s the time model gave each candidate (empty while exploring)."""
+    """tok/s predicted for each candidate, the time model's scaled by its mode's
+    measured error, as compared (empty while exploring)."""
+    model: dict[str, float] = field(default_factory=dict)
+    """The time model's own tok/s for each candidate, before that scaling: what a
+    generation's outcome is measured against (``Estimates.add_outcome``)."""
 
 
 def candidates(scheme: Scheme, max_block: int, depth: int) -> list[tuple[Mode, int, int]]:
@@ -229,10 +252,11 @@ def choose(
         return Plan(Mode.PIPELINE, gamma, depth, f"auto: pipeline ({why})")
     if accept is not None:
         return best_plan(scheme, costs, accept, cands, n_tokens=n_tokens, error=estimates.error)
-    # acceptance under this scheme is unknown: try the best measured under any scheme
-    # (or every draft accepted); if even that cannot beat the cloud alone, nothing can
-    proxies = [a for s in estimates.reached if (a := estimates.accept(s, longest)) is not None]
-    proxy = max(proxies, key=lambda a: sum(a), default=[1.0] * longest)
+    # acceptance under this scheme is not known: hope for the best measured under any
+    # scheme (or every draft accepted) in the samples still missing, beside those this
+    # scheme has (an exploration cut short); if even that cannot beat the cloud alone,
+    # nothing can
+    proxy = _hope(scheme, estimates, longest)
     hope = best_plan(scheme, costs, proxy, cands, n_tokens=n_tokens, error=estimates.error)
     if hope.mode is Mode.CLOUD_ONLY:
         return Plan(
@@ -246,9 +270,25 @@ def choose(
                 1,
             ),
             hope.predicted,
+            hope.model,
         )
-    why = f"acceptance under {scheme.value} not measured yet: the pipeline measures it"
-    return Plan(Mode.PIPELINE, gamma, depth, f"auto: pipeline ({why})")
+    # explore the plan that hope makes best: it measures its own acceptance (blocks,
+    # or chains of drafts) and, against the model, its own error
+    name = label(hope.mode, hope.gamma, hope.depth)
+    why = (
+        f"acceptance under {scheme.value} not measured yet: hoping for {proxy[0]:.2f} at "
+        f"the first position it is predicted {hope.predicted[name]:.1f} tok/s against "
+        f"cloud-only {hope.predicted[Mode.CLOUD_ONLY.value]:.1f}, and it measures it"
+    )
+    return Plan(hope.mode, hope.gamma, hope.depth, f"auto: {name} ({why})", {}, hope.model)
+
+
+def _hope(scheme: Scheme, estimates: Estimates, positions: int) -> list[float]:
+    """Acceptance by position while scheme's is not known: what it measured, with
+    the samples still missing at the best measured under any scheme (or every
+    draft accepted)."""
+    proxies = [a for s in estimates.reached if (a := estimates.accept(s, positions)) is not None]
+    return estimates.hopeful(scheme, max(proxies, key=sum, default=[1.0] * positions))
 
 
 def label(mode: Mode, gamma: int, depth: int) -> str:
@@ -282,20 +322,21 @@ def revise(
     costs = estimates.costs(max(g * d for _, g, d in cands) + 2)
     accept = estimates.accept(scheme, longest)
     mode, gamma, running_depth = running
+    name = label(mode, gamma, running_depth)
     if costs is not None and accept is None and observed and mode is not Mode.CLOUD_ONLY:
-        only = predict(Mode.CLOUD_ONLY.value, [], costs, n_tokens=n_tokens).tok_per_s
-        only *= estimates.error.get(Mode.CLOUD_ONLY, 1.0)
+        raw = predict(Mode.CLOUD_ONLY.value, [], costs, n_tokens=n_tokens).tok_per_s
+        only = raw * estimates.error.get(Mode.CLOUD_ONLY, 1.0)
         if only < observed * (1 + SWITCH_GAIN):
             return None
         return Plan(
             Mode.CLOUD_ONLY,
             1,
             1,
-            f"auto switched from {label(mode, gamma, running_depth)} ({observed:.1f}) to "
-            f"cloud-only (predicted {only:.1f} tok/s; acceptance under {scheme.value} "
-            f"not measured yet; cloud {1e3 * costs.verify[0]:.1f} ms/token, "
-            f"RTT {1e3 * costs.rtt:.0f} ms)",
+            f"auto switched from {name} ({observed:.1f}) to cloud-only (predicted "
+            f"{only:.1f} tok/s; acceptance under {scheme.value} not measured yet; "
+            f"cloud {1e3 * costs.verify[0]:.1f} ms/token, RTT {1e3 * costs.rtt:.0f} ms)",
             {Mode.CLOUD_ONLY.value: only},
+            {Mode.CLOUD_ONLY.value: raw, name: model_rate(scheme, estimates, running) or 0.0},
         )
     if costs is None or accept is None:
         return None
@@ -314,11 +355,25 @@ def revise(
         best.mode,
         best.gamma,
         best.depth,
-        best.reason.replace(
-            "auto:", f"auto switched from {label(mode, gamma, running_depth)} ({now:.1f}) to", 1
-        ),
+        best.reason.replace("auto:", f"auto switched from {name} ({now:.1f}) to", 1),
         best.predicted,
+        {**best.model, name: model_rate(scheme, estimates, running) or 0.0},
     )
+
+
+def model_rate(
+    scheme: Scheme, estimates: Estimates, plan: tuple[Mode, int, int], n_tokens: int = 0
+) -> float | None:
+    """The time model's tok/s for (mode, gamma, depth) from the estimates now
+    (acceptance measured, else hoped for; n_tokens as ``predict``), before any
+    error scaling: what an exploration's measured rate is set against. None while
+    the costs are not measured."""
+    mode, gamma, depth = plan
+    costs = estimates.costs(gamma * depth + 2)
+    if costs is None:
+        return None
+    accept = estimates.accept(scheme, gamma) or _hope(scheme, estimates, gamma)
+    return predict(mode.value, accept, costs, depth=depth, n_tokens=n_tokens).tok_per_s
 
 
 def best_plan(
@@ -336,12 +391,13 @@ def best_plan(
     longest = max(g for _, g, _ in cands)
     accept = [*accept, *[accept[-1]] * longest][: max(longest, len(accept))]
     rates: dict[str, float] = {}
+    model: dict[str, float] = {}
     best: tuple[Mode, int, int] | None = None
     best_rate = 0.0
     for mode, g, d in cands:
-        rate = predict(mode.value, accept[:g], costs, depth=d, n_tokens=n_tokens).tok_per_s
-        rate *= (error or {}).get(mode, 1.0)
-        rates[label(mode, g, d)] = rate
+        raw = predict(mode.value, accept[:g], costs, depth=d, n_tokens=n_tokens).tok_per_s
+        rate = raw * (error or {}).get(mode, 1.0)
+        model[label(mode, g, d)], rates[label(mode, g, d)] = raw, rate
         if best is None or rate > best_rate * (1 + TIE):
             best, best_rate = (mode, g, d), rate
     assert best is not None
@@ -366,4 +422,5 @@ def best_plan(
         f"cloud {1e3 * costs.verify[0]:.1f} ms/token, RTT {1e3 * costs.rtt:.0f} ms, "
         f"acceptance {accept[0]:.2f} at the first position)",
         rates,
+        model,
     )

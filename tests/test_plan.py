@@ -166,3 +166,49 @@ def test_revise_cuts_an_exploration_short_when_it_runs_slower_than_the_cloud_alo
     assert revise(Scheme.GREEDY, est, running, depth=3, n_tokens=48) is None  # nothing observed
     cloud_only = (Mode.CLOUD_ONLY, 1, 1)
     assert revise(Scheme.GREEDY, est, cloud_only, depth=3, n_tokens=48, observed=1.0) is None
+
+
+def test_an_exploration_cut_short_counts_its_drafts_and_hopes_only_for_the_missing_ones():
+    """Acceptance not measured: auto explores the plan that hope makes best (the
+    samples still missing counted as accepted). Cut short for running slower than
+    cloud-only, it leaves the drafts it measured and the model's error for its
+    mode (its observed rate over what the model gives it), and the next
+    generation plans from both instead of exploring the same plan again."""
+    est = measured(0.018, 0.019, {2: 0.028, 3: 0.036, 5: 0.057, 9: 0.084}, rtt=0.002)
+    first = choose(Scheme.GREEDY, est, gamma=4, depth=3)
+    assert first.mode is not Mode.CLOUD_ONLY and not first.predicted
+    assert "not measured yet: hoping for 1.00 at the first position" in first.reason
+    name = label(first.mode, first.gamma, first.depth)
+    assert first.model[name] > first.model["cloud-only"]
+    blocks = [(0, 4), (3, 4), (4, 4), (4, 4), (1, 4)]  # the drafts it measured
+    if first.mode is Mode.CLOUD_LED:
+        blocks = [(1, 2), (0, 2), (2, 2), (2, 2), (1, 2)]
+    est.add_blocks(Scheme.GREEDY, blocks)
+    assert est.accept(Scheme.GREEDY, 4) is None
+    hope = est.hopeful(Scheme.GREEDY, [1.0] * 2)
+    kept = sum(a > 0 for a, _ in blocks)
+    assert hope[0] == pytest.approx((kept + 3) / 8)
+    running = (first.mode, first.gamma, first.depth)
+    cut = revise(Scheme.GREEDY, est, running, depth=3, n_tokens=48, observed=29.0)
+    assert cut is not None and cut.mode is Mode.CLOUD_ONLY
+    assert cut.reason.startswith(f"auto switched from {name} (29.0) to cloud-only")
+    est.add_outcome(first.mode, 29.0, cut.model[name])  # as the client does
+    assert est.error[first.mode] < 0.7
+    again = choose(Scheme.GREEDY, est, gamma=4, depth=3)
+    assert (again.mode, again.gamma, again.depth) != running, again.reason
+
+
+def test_the_error_is_learned_against_the_model_before_scaling():
+    """A mode that always delivers 0.8x the model's prediction settles at an error
+    of 0.8: each outcome is set against the unscaled prediction (Plan.model), not
+    against one the error already scaled (that would settle at sqrt(0.8))."""
+    est = measured(0.024, 0.072, {5: 0.087, 9: 0.095}, rtt=0.02)
+    est.add_blocks(Scheme.GREEDY, [(4, 4), (3, 4), (4, 4), (2, 4)] * 4)
+    for _ in range(30):
+        plan = choose(Scheme.GREEDY, est, gamma=4, depth=3)
+        name = label(plan.mode, plan.gamma, plan.depth)
+        assert plan.predicted[name] == pytest.approx(
+            plan.model[name] * est.error.get(plan.mode, 1.0)
+        )
+        est.add_outcome(plan.mode, 0.8 * plan.model[name], plan.model[name])
+    assert all(e == pytest.approx(0.8) for e in est.error.values()), est.error
