@@ -404,3 +404,43 @@ def test_auto_notes_count_explorations_and_switches_from_the_runs():
     assert "greedy at RTT 0 ms, 1 Mbit/s, cloud-led)" in text
     assert "1 switched mode mid-generation: greedy at RTT 0 ms, 1 Mbit/s, pipeline (20) -> " \
            "cloud-only (44)." in text  # fmt: skip
+
+
+def test_auto_notes_say_where_a_short_cell_ran_the_best_configuration_itself():
+    cell = {"scheme": "greedy", "rate_mbit": 100.0}
+    rows = [
+        {**cell, "mode": "cloud-only", "rtt_ms": 20.0, "tok_per_s": 47.3, "tok_per_s_sd": 1.9},
+        {**cell, "mode": "auto", "rtt_ms": 20.0, "tok_per_s": 45.7, "tok_per_s_sd": 2.2,
+         "vs_best_fixed": 45.7 / 47.3, "best_fixed": "cloud-only", "chose": {"cloud-only": 4}},
+        {**cell, "mode": "cloud-only", "rtt_ms": 0.0, "tok_per_s": 50.0, "tok_per_s_sd": 1.0},
+        {**cell, "mode": "auto", "rtt_ms": 0.0, "tok_per_s": 45.0, "tok_per_s_sd": 6.0,
+         "vs_best_fixed": 0.9, "best_fixed": "cloud-only",
+         "chose": {"cloud-only": 3, "pipeline gamma 4 depth 3": 1}},
+    ]  # fmt: skip
+    text = narrative.adaptive_notes(rows)
+    assert "in 0 of 2 cells" in text
+    assert (
+        "In 1 of the 2 cells below 0.97x auto ran the fastest fixed configuration itself, "
+        "so the gap there is between runs of one configuration: greedy at RTT 20 ms, "
+        "100 Mbit/s (cloud-only in all 4 of auto's generations; 45.7 ± 2.2 against "
+        "47.3 ± 1.9 tok/s)." in text
+    )
+    rows[1]["chose"] = {"cloud-only": 3, "cloud-led gamma 1 depth 3": 1}
+    assert "ran the fastest fixed configuration itself" not in narrative.adaptive_notes(rows)
+
+
+def test_a_cloud_led_run_is_replayed_with_acceptance_by_offset_over_its_whole_chains():
+    """A cloud-led chain runs past a block: one that matched 11 drafts and missed the
+    12th is replayed with that miss (acceptance by offset up to the longest chain),
+    not as a chain that never misses (acceptance cut at gamma, 1.0 throughout)."""
+    from picospec.lab.bench import analysis
+
+    base = dict(
+        mode="cloud-led", rtt_ms=0.0, gamma=2, depth=6, n_tokens=64, drafted=12, rounds=0,
+        blocks=[], draft_ms=5.0, forward_ms={"30": [60.0], "1": [20.0] * 50, "2": [21.0] * 6},
+        accept_per_position=[1.0, 1.0],
+    )  # fmt: skip
+    sweep = {"1": 20.0, "2": 21.0, "3": 22.0, "5": 24.0}
+    missed = analysis.simulate_run(run(**base, chains=[[11, 12]] * 3), sweep)
+    held = analysis.simulate_run(run(**base, chains=[[12, 12]] * 3), sweep)
+    assert missed < held

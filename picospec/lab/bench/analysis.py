@@ -27,7 +27,7 @@ from picospec.lab.profiles import (
     extend,
 )
 from picospec.lab.sim import IidAcceptance, Scenario, TraceAcceptance, simulate
-from picospec.runtime.timemodel import predict
+from picospec.runtime.timemodel import per_position, predict
 
 MAX_N = 16
 """Forward sizes the cost tables cover."""
@@ -149,6 +149,12 @@ def simulate_run(run: dict[str, Any], sweep: dict[str, float], *, abandon: bool 
     fallback = IidAcceptance(run["accept_per_position"] or [0.0], seed=run["seed"])
     scenario = replace(scenario_of(run), abandon_on_rejection=abandon)
     if run["mode"] == "cloud-led":  # chains, not blocks: acceptance by offset, drawn
+        # by offset over the chains as long as they ran (they outrun a block: cut at
+        # gamma, a chain that matched for 11 drafts would be replayed as never missing)
+        chains = [(a, n) for a, n in run.get("chains") or ()]
+        if chains:
+            longest = max(run["gamma"], *(n for _, n in chains))
+            fallback = IidAcceptance(per_position(chains, longest), seed=run["seed"])
         return simulate(scenario, edge, link, cloud, fallback).tok_per_s
     trace = TraceAcceptance([tuple(b) for b in run["blocks"]], fallback=fallback)
     return simulate(scenario, edge, link, cloud, trace).tok_per_s

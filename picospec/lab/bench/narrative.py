@@ -774,6 +774,7 @@ def adaptive_notes(rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None
         f"{len(ok)} of {len(autos)} cells; its worst cell is {worst['scheme']} at RTT "
         f"{worst['rtt_ms']:g} ms, {worst['rate_mbit']:g} Mbit/s, "
         f"{worst['vs_best_fixed']:.2f}x of {worst['best_fixed']}."
+        + _same_choice([r for r in autos if r["vs_best_fixed"] < 0.97], rows)
         + _explorations([r for r in runs or [] if r["mode"] == "auto"])
     )
     if leds:
@@ -787,6 +788,33 @@ def adaptive_notes(rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None
             "decode steps here)."
         )
     return text
+
+
+def _same_choice(short: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    """The cells below 0.97x where auto ran the fastest fixed configuration itself
+    in every generation: there the gap is between runs of one configuration."""
+    same = [r for r in short if set(r.get("chose") or ()) == {r["best_fixed"]}]
+    if not same:
+        return ""
+    parts = []
+    for r in same:
+        best = analysis.best_fixed(rows, r)
+        assert best is not None
+        parts.append(
+            f"{r['scheme']} at RTT {r['rtt_ms']:g} ms, {r['rate_mbit']:g} Mbit/s "
+            f"({r['best_fixed']} in all {sum(r['chose'].values())} of auto's generations; "
+            f"{r['tok_per_s']:.1f} ± {r['tok_per_s_sd']:.1f} against "
+            f"{best['tok_per_s']:.1f} ± {best['tok_per_s_sd']:.1f} tok/s)"
+        )
+    return (
+        (
+            " In each cell below 0.97x"
+            if len(same) == len(short)
+            else f" In {len(same)} of the {len(short)} cells below 0.97x"
+        )
+        + " auto ran the fastest fixed configuration itself, so the gap there is between "
+        "runs of one configuration: " + "; ".join(parts) + "."
+    )
 
 
 def _explorations(autos: list[dict[str, Any]]) -> str:
