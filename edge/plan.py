@@ -38,18 +38,17 @@ planned at what it delivers. A near tie goes to the candidate that costs less
 Within a generation, ``revise`` asks again at ``REVISE_AT`` committed tokens,
 from the estimates with what the generation measured so far, and the client
 switches when another plan is predicted ``SWITCH_GAIN`` faster than the
-running one has been going: it cancels the
-running generation and starts one after everything committed, with the same
-seed. An exploration is cut short the same way: while acceptance is not yet
-measured no speculative plan can be predicted, but ``cloud-only`` can, and a
-generation exploring at clearly less than that switches to it (and leaves its
-mode's error). Nothing
-committed is lost or repeated, and because every random number is keyed by
-(seed, position) the ``gumbel`` and ``greedy`` output is the same whatever the
-switches. Under ``sparse-q`` and ``split`` the output stays exact in
-distribution (each part samples exactly from the target given what is
-committed, and when to switch depends only on the past), but which tokens come
-out depends on where the switch happened, as it depends on the mode.
+running one has been going: it cancels the running generation and starts one
+after everything committed, with the same seed. An exploration is cut short the
+same way: while acceptance is not yet measured no speculative plan can be
+predicted, but ``cloud-only`` can, and a generation exploring at clearly less
+than that switches to it (and leaves its mode's error). Nothing committed is
+lost or repeated, and because every random number is keyed by (seed, position)
+the ``gumbel`` and ``greedy`` output is the same whatever the switches. Under
+``sparse-q`` and ``split`` the output stays exact in distribution (each part
+samples exactly from the target given what is committed, and when to switch
+depends only on the past), but which tokens come out depends on where the
+switch happened, as it depends on the mode.
 """
 
 from __future__ import annotations

@@ -282,3 +282,37 @@ def test_a_mid_generation_switch_never_changes_the_greedy_output(monkeypatch):
     assert len(modes) == 2 and modes[0] == "pipeline" != modes[1], res.plan
     assert res.token_ids == got == good_tokens(96)  # nothing lost, repeated or changed
     assert held == 0
+
+
+def test_an_exploration_cut_short_leaves_its_modes_error():
+    """sparse-q, acceptance never measured and verifies believed cheap: auto
+    explores the plan its hope makes best; the unrelated drafter's drafts fail,
+    the exploration runs far below cloud-only's prediction and is cut short, and
+    it leaves its mode's error (observed over the model's rate from what it
+    measured) beside the acceptance and verify costs it measured."""
+    from picospec.edge.plan import Estimates, choose
+
+    with ServerThread(PerToken(), limits=Limits(max_new_tokens=2000)) as srv:
+
+        async def scenario():
+            c = EdgeClient(MarkovDrafter(MarkovBackend(seed=9).table))
+            await c.connect(*srv.address, srv.tls, token=TOKEN)
+            c.estimates = Estimates(rtt=c.estimates.rtt, draft=0.0005, decode=0.004)
+            c.estimates.verify = {9: 0.005}
+            samp = sampling(Scheme.SPARSE_Q, 1.0)
+            res = await c.generate(
+                PROMPT, sampling=samp, max_new_tokens=96, seed=3, mode="auto", gamma=8, depth=2
+            )
+            await c.close()
+            return res, c.estimates
+
+        res, est = asyncio.run(scenario())
+    explored = Mode.parse(res.parts[0]["mode"])
+    assert explored.speculative and "not measured yet: hoping for 1.00" in res.plan
+    assert res.parts[-1]["mode"] == "cloud-only" and "| auto switched from" in res.plan
+    assert sum(p["tokens"] for p in res.parts) == res.n_tokens == 96
+    # the drafts it measured explain the slowness: the model given them is not far
+    # off, and the next generation plans from what was measured, without exploring
+    assert 0.5 < est.error[explored] < 1.5, est.error
+    nxt = choose(Scheme.SPARSE_Q, est, gamma=8, depth=2)
+    assert nxt.mode is Mode.CLOUD_ONLY and "not measured" not in nxt.reason, nxt.reason
