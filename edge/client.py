@@ -442,9 +442,10 @@ class EdgeClient:
         )
         if plan is None:
             return None
-        ran = plan.model.get(label(sess.mode, sess.gamma, sess.depth))
-        if exploring and observed and ran:
-            self.estimates.add_outcome(sess.mode, observed, ran)
+        if exploring and observed:  # cut short: the model's steady rate, from est
+            ran = model_rate(sess.scheme, est, (sess.mode, sess.gamma, sess.depth))
+            if ran:
+                self.estimates.add_outcome(sess.mode, observed, ran)
         if plan.mode.speculative and context + rest > self.drafter.n_ctx:
             return None  # the drafter could not hold it
         try:

@@ -335,7 +335,7 @@ def revise(
             f"{only:.1f} tok/s; acceptance under {scheme.value} not measured yet; "
             f"cloud {1e3 * costs.verify[0]:.1f} ms/token, RTT {1e3 * costs.rtt:.0f} ms)",
             {Mode.CLOUD_ONLY.value: only},
-            {Mode.CLOUD_ONLY.value: raw, name: model_rate(scheme, estimates, running) or 0.0},
+            {Mode.CLOUD_ONLY.value: raw},
         )
     if costs is None or accept is None:
         return None
@@ -356,7 +356,7 @@ def revise(
         best.depth,
         best.reason.replace("auto:", f"auto switched from {name} ({now:.1f}) to", 1),
         best.predicted,
-        {**best.model, name: model_rate(scheme, estimates, running) or 0.0},
+        best.model,
     )
 
 

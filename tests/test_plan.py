@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from picospec.codec.scheme import Mode, Scheme
-from picospec.edge.plan import SWITCH_GAIN, Estimates, choose, label, parse_mode, revise
+from picospec.edge.plan import (
+    SWITCH_GAIN,
+    Estimates,
+    choose,
+    label,
+    model_rate,
+    parse_mode,
+    revise,
+)
 
 
 def measured(draft: float, decode: float, verify: dict[int, float], rtt: float) -> Estimates:
@@ -192,7 +200,9 @@ def test_an_exploration_cut_short_counts_its_drafts_and_hopes_only_for_the_missi
     cut = revise(Scheme.GREEDY, est, running, depth=3, n_tokens=48, observed=29.0)
     assert cut is not None and cut.mode is Mode.CLOUD_ONLY
     assert cut.reason.startswith(f"auto switched from {name} (29.0) to cloud-only")
-    est.add_outcome(first.mode, 29.0, cut.model[name])  # as the client does
+    est.add_outcome(
+        first.mode, 29.0, model_rate(Scheme.GREEDY, est, running) or 0.0
+    )  # as the client
     assert est.error[first.mode] < 0.7
     again = choose(Scheme.GREEDY, est, gamma=4, depth=3)
     assert (again.mode, again.gamma, again.depth) != running, again.reason
