@@ -18,8 +18,9 @@ import pytest
 from markov import markov_fingerprint
 
 from picospec.codec.errors import ConfigError, PicospecError
+from picospec.codec.scheme import Mode
 from picospec.codec.sparse import Q_ONE
-from picospec.lab.bench.serve import Plan, Recording, ReplayDrafter, parse_edges
+from picospec.lab.bench.serve import Plan, Recording, ReplayDrafter, parse_edges, parse_modes
 
 
 def replay() -> ReplayDrafter:
@@ -51,23 +52,31 @@ def test_the_plan_refuses_what_it_cannot_run():
         Plan(edges=(32,))
     with pytest.raises(ConfigError, match="commas"):
         parse_edges("1,two")
+    assert parse_modes("pipeline, cloud-led") == (Mode.PIPELINE, Mode.CLOUD_LED)
+    with pytest.raises(ConfigError, match="--modes takes modes from pipeline"):
+        parse_modes("pipeline,fast")
+    with pytest.raises(ConfigError, match="--modes takes modes from pipeline"):
+        Plan(modes=(Mode.EDGE_ONLY,))
 
 
 @pytest.mark.models
 @pytest.mark.slow
 def test_a_short_bench_serve_decodes_exactly_and_prints_one_json_line_per_point(smollm2):
     cmd = [sys.executable, "-m", "picospec", "bench", "serve", "--edges", "1,2",
-           "--max-tokens", "8", "--generations", "1", "--json"]  # fmt: skip
+           "--modes", "pipeline,cloud-only", "--max-tokens", "8", "--generations", "1",
+           "--json"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert sorted((r["edges"], r["batched"]) for r in rows) == [
-        (1, False),
-        (1, True),
-        (2, False),
-        (2, True),
+    assert sorted((r["mode"], r["edges"], r["batched"]) for r in rows) == [
+        (mode, n, batched)
+        for mode in ("cloud-only", "pipeline")
+        for n in (1, 2)
+        for batched in (False, True)
     ]
     for r in rows:
+        want = "between verdicts" if r["mode"] == "cloud-only" else "block to verdict"
+        assert r["latency"] == want
         assert {"aggregate_tok_s", "p50_verdict_ms", "p99_verdict_ms"} <= r.keys()
         assert r["wrong_generations"] == 0 and r["tokens"] > 0
         assert r["p99_verdict_ms"] >= r["p50_verdict_ms"] > 0

@@ -139,6 +139,7 @@ def _cmd_bench_serve(args: argparse.Namespace) -> int:
 
     plan = serve.QUICK if args.quick else serve.Plan()
     overrides = {"edges": serve.parse_edges(args.edges) if args.edges else None,
+                 "modes": serve.parse_modes(args.modes) if args.modes else None,
                  "max_tokens": args.max_tokens, "generations": args.generations,
                  "threads": args.threads}  # fmt: skip
     plan = dataclasses.replace(plan, **{k: v for k, v in overrides.items() if v is not None})
@@ -314,11 +315,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     bs.add_argument("--pair", default="smollm2")
     bs.add_argument("--edges", help="concurrent edges to measure, e.g. 1,2,4,8,16 (the default)")
+    bs.add_argument(
+        "--modes",
+        help="the edges' modes, e.g. pipeline,cloud-only (the default); also sync, cloud-led",
+    )
     bs.add_argument("--max-tokens", type=int, help="tokens per generation (default 48)")
     bs.add_argument("--generations", type=int, help="generations per edge per point (default 2)")
     bs.add_argument("--threads", type=int, help="the verifier's llama.cpp threads (default 2)")
     bs.add_argument("--quick", action="store_true", help="1 and 4 edges, short generations")
-    bs.add_argument("--json", action="store_true", help="one JSON object per (edges, scheduling)")
+    bs.add_argument(
+        "--json", action="store_true", help="one JSON object per (mode, edges, scheduling)"
+    )
     bs.add_argument("--out", help="also write the whole result (JSON) and a plot (.png) here")
     bs.set_defaults(func=_cmd_bench_serve)
 

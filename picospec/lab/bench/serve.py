@@ -5,8 +5,11 @@ target, all cores) on loopback, started twice in the same run: with batching
 (``--batch``: one llama.cpp context, each turn's forwards of many sessions in
 one decode; its prefix cache off, so only batching differs) and without
 (``--no-batch``: one session per forward). Against each,
-N edges at a time (N from ``--edges``) run greedy pipeline generations through
-the real client and session code over QUIC.
+N edges at a time (N from ``--edges``) run greedy generations through the real
+client and session code over QUIC, in each mode of ``--modes``: by default
+``pipeline`` (every edge's blocks verified, the workload batching was built
+for) and ``cloud-only`` (every edge's tokens decoded by the verifier, the mode
+``auto`` settles on where speculation does not pay, as on this CPU).
 
 Real drafters cannot run sixteen at a time on two cores, so each edge replays
 a recording of the real drafter: before anything is timed, the drafter is run
@@ -19,11 +22,20 @@ counted and reported, and every generation's tokens are checked against the
 target's recorded output, so a run that does not decode exactly as the target
 says so.
 
-Reported per (edges, scheduling): aggregate committed tok/s over the run's
-wall time, mean per-edge tok/s, p50/p99 milliseconds from a block sent to its
-verdict, the verifier's backend forwards per committed token and the fraction
-of wall time its model thread was busy (both from its /metrics), and the
-speed-up of batched over unbatched at the same number of edges.
+Reported per (mode, edges, scheduling): aggregate committed tok/s over the
+run's wall time, mean per-edge tok/s, p50/p99 milliseconds from a block sent to
+its verdict (``cloud-only`` sends no blocks: there it is the time between one
+verdict and the next, each a token, as the edge saw them), the verifier's
+backend forwards per committed token and the fraction of wall time its model
+thread was busy (both from its /metrics), and the speed-up of batched over
+unbatched at the same mode and number of edges.
+
+Before the servers start, the target's own forward is timed in this process
+by shape (sessions x tokens, median of a few repeats; one session in a context
+of its own, as ``--no-batch`` runs it, many in one batched context): what one
+evaluated token costs alone and in a batch of many sessions is what batching
+saves in the forward itself (the server saves per-unit overhead too: fewer
+turns of its model thread, each with its Python work).
 
 Then the shared prefix: one edge sends ``prefix_questions`` cloud-only requests
 that share a long system prompt (a robot app's), to a batched verifier with
@@ -35,6 +47,7 @@ verifier reused.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import tempfile
 import time
@@ -48,6 +61,7 @@ import numpy as np
 from picospec.codec.draft import DraftToken
 from picospec.codec.errors import ConfigError, PicospecError
 from picospec.codec.sampling import Sampling, SamplingParams
+from picospec.codec.scheme import Mode
 from picospec.codec.sparse import Q_ONE, SparseDist
 from picospec.codec.vocab import VocabFingerprint
 from picospec.edge.client import EdgeClient, GenerationResult
@@ -58,11 +72,14 @@ from .cloudproc import CloudProcess
 from .prompts import prompt_set
 
 GREEDY = Sampling.of(SamplingParams(temperature=0.0))
+MODES = (Mode.PIPELINE, Mode.SYNC, Mode.CLOUD_LED, Mode.CLOUD_ONLY)
+"""The modes an edge can run here (the others need no verifier)."""
 
 
 @dataclass(frozen=True)
 class Plan:
     edges: tuple[int, ...] = (1, 2, 4, 8, 16)
+    modes: tuple[Mode, ...] = (Mode.PIPELINE, Mode.CLOUD_ONLY)
     max_tokens: int = 48
     """Tokens per generation."""
     generations: int = 2
@@ -78,6 +95,9 @@ class Plan:
     def __post_init__(self) -> None:
         if not self.edges or min(self.edges) < 1 or max(self.edges) > 16:
             raise ConfigError(f"--edges must be numbers in 1..16, got {self.edges}")
+        if not self.modes or any(m not in MODES for m in self.modes):
+            names = ", ".join(m.value for m in MODES)
+            raise ConfigError(f"--modes takes modes from {names}")
         if self.max_tokens < 4 or self.generations < 1 or self.prompts < 1:
             raise ConfigError("bench serve needs max_tokens >= 4, generations >= 1, prompts >= 1")
 
@@ -231,6 +251,7 @@ class ReplayDrafter:
 # ---------------------------------------------------------------------------- one point
 @dataclass
 class Point:
+    mode: str
     edges: int
     batched: bool
     aggregate_tok_s: float
@@ -246,6 +267,9 @@ class Point:
     misses: int
     mean_batch: float
     """Connections' units of work per turn of the model thread (from its metrics)."""
+    latency: str
+    """What p50/p99_verdict_ms measure: "block to verdict", or "between verdicts"
+    (cloud-only)."""
 
 
 async def _edge(
@@ -254,34 +278,49 @@ async def _edge(
     rec: Recording,
     drafter: ReplayDrafter,
     plan: Plan,
+    mode: Mode,
     first: int,
-) -> list[GenerationResult]:
+) -> list[tuple[GenerationResult, list[float]]]:
+    """Each generation's result, with the loop times its committed runs arrived."""
     client = EdgeClient(drafter)
+    loop = asyncio.get_running_loop()
     try:
         await asyncio.wait_for(client.connect(*srv.address, tls, token=srv.token.encode()), 60)
         out = []
         for g in range(plan.generations):
             k = (first + g) % len(rec.prompts)
+            arrived: list[float] = []
+
+            def note(_tokens: list[int], arrived: list[float] = arrived) -> None:
+                arrived.append(loop.time())
+
             res = await asyncio.wait_for(
                 client.generate(
                     rec.prompts[k],
                     sampling=GREEDY,
                     seed=0,
                     max_new_tokens=len(rec.outputs[k]),
-                    mode="pipeline",
+                    mode=mode,
                     gamma=plan.gamma,
                     depth=plan.depth,
+                    on_tokens=note,
                 ),
                 600,
             )
-            out.append(res)
+            out.append((res, arrived))
         return out
     finally:
         await client.close()
 
 
 def _point(
-    srv: CloudProcess, rec: Recording, plan: Plan, n: int, batched: bool, weights: Any
+    srv: CloudProcess,
+    rec: Recording,
+    plan: Plan,
+    mode: Mode,
+    n: int,
+    batched: bool,
+    weights: Any,
 ) -> Point:
     tls = ClientTLS(pin_sha256=srv.pin)
     drafters = [
@@ -291,12 +330,13 @@ def _point(
     before = srv.metrics()
     t0 = time.perf_counter()
 
-    async def all_edges() -> list[list[GenerationResult]]:
+    async def all_edges() -> list[list[tuple[GenerationResult, list[float]]]]:
         return await asyncio.gather(
-            *(_edge(srv, tls, rec, d, plan, i) for i, d in enumerate(drafters))
+            *(_edge(srv, tls, rec, d, plan, mode, i) for i, d in enumerate(drafters))
         )
 
-    results = asyncio.run(all_edges())
+    timed = asyncio.run(all_edges())
+    results = [[r for r, _ in rs] for rs in timed]
     wall = time.perf_counter() - t0
     after = srv.metrics()
 
@@ -306,12 +346,16 @@ def _point(
     flat = [(i, g, r) for i, rs in enumerate(results) for g, r in enumerate(rs)]
     wrong = sum(r.token_ids != rec.outputs[(i + g) % len(rec.prompts)] for i, g, r in flat)
     tokens = sum(r.n_tokens for _, _, r in flat)
-    lat = [x for _, _, r in flat for x in r.verdict_ms]
+    if mode is Mode.CLOUD_ONLY:  # no blocks: the time from one token's verdict to the next
+        lat = [1e3 * (b - a) for rs in timed for _, t in rs for a, b in itertools.pairwise(t)]
+    else:
+        lat = [x for _, _, r in flat for x in r.verdict_ms]
     per_edge = [sum(r.n_tokens for r in rs) / sum(r.seconds for r in rs) for rs in results]
     forwards = delta("picospec_cloud_forward_seconds_count")
     units = delta("picospec_cloud_model_units_total")
     turns = delta("picospec_cloud_model_turns_total")
     return Point(
+        mode=mode.value,
         edges=n,
         batched=batched,
         aggregate_tok_s=tokens / wall,
@@ -326,7 +370,49 @@ def _point(
         wrong_generations=wrong,
         misses=sum(d.misses for d in drafters),
         mean_batch=units / turns if turns else 0.0,
+        latency="between verdicts" if mode is Mode.CLOUD_ONLY else "block to verdict",
     )
+
+
+SHAPES = ((1, 1), (8, 1), (16, 1), (1, 5), (8, 5))
+"""(sessions, tokens each) of the forwards timed by ``forward_shapes``."""
+
+
+def forward_shapes(target: Path, threads: int, repeats: int = 9) -> list[dict[str, Any]]:
+    """Median milliseconds of one forward of each shape in SHAPES after a
+    160-token prompt per session, and per token evaluated: one session in the
+    layout ``--no-batch`` serves (a context of its own), many in the batched one."""
+    from picospec.cloud.backend import Forward
+    from picospec.cloud.llama_backend import LlamaBackend
+
+    prompt = [100 + i for i in range(160)]
+    out = []
+    for batched in (False, True):
+        n_max = max(n for n, _ in SHAPES if (n > 1) == batched)
+        backend = LlamaBackend(target, n_ctx=1024, threads=threads, max_sessions=n_max,
+                               batched=batched, share_prefixes=False)  # fmt: skip
+        at = {}
+        for s in range(n_max):
+            backend.open(s)
+            backend.forward(s, 0, prompt, 1)
+            at[s] = len(prompt)
+        for n, k in SHAPES:
+            if (n > 1) != batched:
+                continue
+            times = []
+            for r in range(repeats + 1):  # the first of each shape is a warm-up
+                reqs = [Forward(s, at[s], (300 + r,) * k, k) for s in range(n)]
+                t0 = time.perf_counter()
+                backend.forward_many(reqs)
+                times.append(time.perf_counter() - t0)
+                for s in range(n):
+                    at[s] += k
+            ms = 1e3 * statistics.median(times[1:])
+            out.append({"sessions": n, "tokens": k, "batched": batched, "ms": ms,
+                        "ms_per_token": ms / (n * k)})  # fmt: skip
+        for s in range(n_max):
+            backend.close(s)
+    return out
 
 
 def _prefix_ttft(srv: CloudProcess, weights: Any, plan: Plan) -> dict[str, Any]:
@@ -380,6 +466,7 @@ def run(plan: Plan, pair: str = "smollm2") -> dict[str, Any]:
     t0 = time.perf_counter()
     rec = record(paths, plan, threads=plan.threads)
     record_s = time.perf_counter() - t0
+    shapes = forward_shapes(paths["target"], plan.threads)
     weights = LlamaWeights(paths["drafter"])
     points: list[Point] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -391,9 +478,10 @@ def run(plan: Plan, pair: str = "smollm2") -> dict[str, Any]:
                 paths["target"], Path(tmp), threads=plan.threads, args=flags, metrics=True
             )
             try:
-                _point(srv, rec, plan, 1, batched, weights)  # warm-up, not reported
-                for n in plan.edges:
-                    points.append(_point(srv, rec, plan, n, batched, weights))
+                for mode in plan.modes:
+                    _point(srv, rec, plan, mode, 1, batched, weights)  # warm-up, not reported
+                    for n in plan.edges:
+                        points.append(_point(srv, rec, plan, mode, n, batched, weights))
             finally:
                 srv.stop()
         prefix = {}
@@ -408,25 +496,29 @@ def run(plan: Plan, pair: str = "smollm2") -> dict[str, Any]:
                 finally:
                     srv.stop()
     rows = [vars(p) for p in points]
-    ratios = {}
-    for n in plan.edges:
-        b = next(p for p in points if p.edges == n and p.batched)
-        u = next(p for p in points if p.edges == n and not p.batched)
-        ratios[n] = {
-            "throughput": b.aggregate_tok_s / u.aggregate_tok_s,
-            "p99": b.p99_verdict_ms / u.p99_verdict_ms if u.p99_verdict_ms else 0.0,
-        }
+    ratios: dict[str, dict[str, dict[str, float]]] = {}
+    for mode in plan.modes:
+        for n in plan.edges:
+            b, u = (
+                next(p for p in points if (p.mode, p.edges, p.batched) == (mode.value, n, on))
+                for on in (True, False)
+            )
+            ratios.setdefault(mode.value, {})[str(n)] = {
+                "throughput": b.aggregate_tok_s / u.aggregate_tok_s,
+                "p99": b.p99_verdict_ms / u.p99_verdict_ms if u.p99_verdict_ms else 0.0,
+            }
     return {
         "pair": pair,
-        "plan": {**vars(plan), "edges": list(plan.edges)},
+        "plan": {**vars(plan), "edges": list(plan.edges), "modes": [m.value for m in plan.modes]},
         "drafter_step_ms": 1e3 * rec.step_s,
         "recorded_contexts": len(rec.drafts),
         "record_s": record_s,
+        "forward_shapes": shapes,
         "points": rows,
-        "ratios": {str(k): v for k, v in ratios.items()},
+        "ratios": ratios,
         "prefix": prefix,
         "violations": [
-            f"{p.edges} edges {'batched' if p.batched else 'unbatched'}: "
+            f"{p.mode}, {p.edges} edges {'batched' if p.batched else 'unbatched'}: "
             f"{p.wrong_generations} generations differ from the target's output"
             for p in points
             if p.wrong_generations
@@ -435,7 +527,7 @@ def run(plan: Plan, pair: str = "smollm2") -> dict[str, Any]:
 
 
 def json_lines(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One object per (edges, scheduling), for ``--json``."""
+    """One object per (mode, edges, scheduling), for ``--json``."""
     return [dict(r) for r in result["points"]]
 
 
@@ -443,33 +535,52 @@ def render(result: dict[str, Any]) -> str:
     plan = result["plan"]
     lines = [
         f"bench serve: {result['pair']} target on one verifier ({plan['threads']} threads), "
-        f"greedy pipeline gamma={plan['gamma']} depth={plan['depth']}, "
+        f"greedy, gamma={plan['gamma']} depth={plan['depth']}, "
         f"{plan['max_tokens']} tokens x {plan['generations']} generations per edge",
         f"replayed drafter: {result['drafter_step_ms']:.1f} ms/token, "
         f"{result['recorded_contexts']} contexts recorded in {result['record_s']:.0f} s",
+        "p50/p99: block sent to verdict; cloud-only: between one verdict and the next",
         "",
-        f"{'edges':>5} {'sched':>9} {'agg tok/s':>9} {'edge tok/s':>10} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'fwd/tok':>7} {'busy':>5} {'batch':>5} {'miss':>4} {'wrong':>5}",
+        "the target's forward, by sessions x tokens (in this process): "
+        + ", ".join(
+            f"{f['sessions']}x{f['tokens']} {f['ms']:.1f} ms ({f['ms_per_token']:.1f}/token)"
+            for f in result.get("forward_shapes", [])
+        ),
+        "",
+        f"{'mode':>10} {'edges':>5} {'sched':>9} {'agg tok/s':>9} {'edge tok/s':>10} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'fwd/tok':>7} {'busy':>5} {'batch':>5} {'miss':>4} "
+        f"{'wrong':>5}",
     ]
     for r in result["points"]:
         lines.append(
-            f"{r['edges']:>5} {'batched' if r['batched'] else 'unbatched':>9} "
+            f"{r['mode']:>10} {r['edges']:>5} {'batched' if r['batched'] else 'unbatched':>9} "
             f"{r['aggregate_tok_s']:>9.1f} {r['per_edge_tok_s']:>10.1f} "
             f"{r['p50_verdict_ms']:>7.0f} {r['p99_verdict_ms']:>7.0f} "
             f"{r['forwards_per_token']:>7.2f} {r['busy_fraction']:>5.2f} "
             f"{r['mean_batch']:>5.1f} {r['misses']:>4} {r['wrong_generations']:>5}"
         )
     lines.append("")
-    for n, v in result["ratios"].items():
-        lines.append(
-            f"{n:>3} edges: batched/unbatched aggregate {v['throughput']:.2f}x, p99 {v['p99']:.2f}x"
-        )
-    if "8" in result["ratios"]:
-        v = result["ratios"]["8"]
-        met = v["throughput"] >= 2.0 and v["p99"] <= 0.5
-        lines.append(
-            f"goal at 8 edges (aggregate >= 2x, p99 <= 0.5x): {'met' if met else 'not met'}"
-        )
+    for mode, by_edges in result["ratios"].items():
+        for n, v in by_edges.items():
+            lines.append(
+                f"{mode:>10} {n:>3} edges: batched/unbatched aggregate {v['throughput']:.2f}x, "
+                f"p99 {v['p99']:.2f}x"
+            )
+        if "8" in by_edges:
+            v = by_edges["8"]
+            met = v["throughput"] >= 2.0 and v["p99"] <= 0.5
+            lines.append(
+                f"{mode:>10} goal at 8 edges (aggregate >= 2x, p99 <= 0.5x): "
+                f"{'met' if met else 'not met'}"
+            )
+    shapes = result.get("forward_shapes", [])
+    shape = {(f["sessions"], f["tokens"]): f["ms_per_token"] for f in shapes}
+    for k in (1, 5):
+        if (1, k) in shape and (8, k) in shape:
+            lines.append(
+                f"a {k}-token forward's cost per token, one session alone over 8 in one "
+                f"forward: {shape[(1, k)] / shape[(8, k)]:.2f}x"
+            )
     pre = result.get("prefix") or {}
     if pre:
         w, wo = pre["with"], pre["without"]
@@ -484,7 +595,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], out: Path) -> None:
-    """Aggregate tok/s and p99 verdict latency against edges, both schedulings."""
+    """Aggregate tok/s and p99 latency against edges, each mode and scheduling."""
     try:
         import matplotlib
 
@@ -493,20 +604,28 @@ def plot(result: dict[str, Any], out: Path) -> None:
     except ImportError as e:
         raise ConfigError("the plot needs matplotlib: pip install -e .[bench]") from e
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for batched, style in ((False, "o--"), (True, "s-")):
-        rows = sorted((r for r in result["points"] if r["batched"] is batched), key=_edges)
-        xs = [r["edges"] for r in rows]
-        label = "batched" if batched else "unbatched"
-        a.plot(xs, [r["aggregate_tok_s"] for r in rows], style, label=label)
-        b.plot(xs, [r["p99_verdict_ms"] for r in rows], style, label=label)
+    modes = list(dict.fromkeys(r["mode"] for r in result["points"]))
+    for c, mode in enumerate(modes):
+        for batched, style in ((False, "o--"), (True, "s-")):
+            rows = sorted(
+                (r for r in result["points"] if r["mode"] == mode and r["batched"] is batched),
+                key=_edges,
+            )
+            xs = [r["edges"] for r in rows]
+            label = f"{mode}, {'batched' if batched else 'unbatched'}"
+            a.plot(xs, [r["aggregate_tok_s"] for r in rows], style, color=f"C{c}", label=label)
+            b.plot(xs, [r["p99_verdict_ms"] for r in rows], style, color=f"C{c}", label=label)
     edges = sorted({int(r["edges"]) for r in result["points"]})
-    for ax, title in ((a, "aggregate committed tok/s"), (b, "p99 block-to-verdict ms")):
+    for ax, title in (
+        (a, "aggregate committed tok/s"),
+        (b, "p99 ms (block to verdict; cloud-only: between verdicts)"),
+    ):
         ax.set_xscale("log", base=2)
         ax.set_xticks(edges, [str(e) for e in edges])
         ax.set_xlabel("concurrent edges")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.suptitle(f"bench serve: one verifier ({result['pair']}), replayed drafters")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -517,6 +636,14 @@ def _edges(r: dict[str, Any]) -> int:
     return int(r["edges"])
 
 
+def parse_modes(text: str) -> tuple[Mode, ...]:
+    try:
+        return tuple(Mode.parse(x.strip()) for x in text.split(","))
+    except (ConfigError, ValueError):
+        names = ", ".join(m.value for m in MODES)
+        raise ConfigError(f"--modes takes modes from {names}, separated by commas") from None
+
+
 def parse_edges(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(","))
@@ -524,4 +651,14 @@ def parse_edges(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--edges takes numbers separated by commas, got {text!r}") from None
 
 
-__all__: Sequence[str] = ("QUICK", "Plan", "ReplayDrafter", "plot", "record", "render", "run")
+__all__: Sequence[str] = (
+    "QUICK",
+    "Plan",
+    "ReplayDrafter",
+    "parse_edges",
+    "parse_modes",
+    "plot",
+    "record",
+    "render",
+    "run",
+)
