@@ -200,9 +200,8 @@ def test_an_exploration_cut_short_counts_its_drafts_and_hopes_only_for_the_missi
     cut = revise(Scheme.GREEDY, est, running, depth=3, n_tokens=48, observed=29.0)
     assert cut is not None and cut.mode is Mode.CLOUD_ONLY
     assert cut.reason.startswith(f"auto switched from {name} (29.0) to cloud-only")
-    est.add_outcome(
-        first.mode, 29.0, model_rate(Scheme.GREEDY, est, running) or 0.0
-    )  # as the client
+    ran = model_rate(Scheme.GREEDY, est, running) or 0.0  # what the client sets it against
+    est.add_outcome(first.mode, 29.0, ran)
     assert est.error[first.mode] < 0.7
     again = choose(Scheme.GREEDY, est, gamma=4, depth=3)
     assert (again.mode, again.gamma, again.depth) != running, again.reason
