@@ -4,6 +4,7 @@ file is read back only when it is one."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -444,3 +445,28 @@ def test_a_cloud_led_run_is_replayed_with_acceptance_by_offset_over_its_whole_ch
     missed = analysis.simulate_run(run(**base, chains=[[11, 12]] * 3), sweep)
     held = analysis.simulate_run(run(**base, chains=[[12, 12]] * 3), sweep)
     assert missed < held
+
+
+def _led_runs(draft_ms: float, led_step: float, alone_step: float) -> list[dict[str, Any]]:
+    led = {"mode": "cloud-led", "draft_ms": draft_ms,
+           "forward_ms": {"1": [led_step] * 3, "4": [3.0 * led_step]}}  # fmt: skip
+    only = {"mode": "cloud-only", "draft_ms": 0.0, "forward_ms": {"1": [alone_step] * 3}}
+    return [led, only]
+
+
+def test_cloud_led_notes_say_what_its_runs_measured():
+    rows = [
+        {"mode": "auto", "vs_best_fixed": 1.0, "scheme": "greedy", "rtt_ms": 0.0,
+         "rate_mbit": 1.0, "best_fixed": "cloud-only"},
+        {"mode": "cloud-led", "vs_cloud_only": 0.9, "forwards_per_token": 0.8},
+    ]  # fmt: skip
+    slow = narrative.adaptive_notes(rows, _led_runs(draft_ms=20.0, led_step=20.0, alone_step=19.9))
+    assert "cloud-led ran at 0.90x to 0.90x cloud-only: its forwards committed 1.25 tokens" in slow
+    assert "drafter stepped in 20.0 ms, no faster than the target's decode step (20.0 ms)" in slow
+    assert "a forward that took drafts cost 15.0 ms per token it evaluated against 20.0 ms" in slow
+    assert "beside it" not in slow  # 20.0 against 19.9: not slowed
+    fast = narrative.adaptive_notes(rows, _led_runs(draft_ms=7.0, led_step=13.0, alone_step=12.0))
+    assert "drafter stepped in 7.0 ms against the target's 13.0 ms decode step, so drafts " \
+           "did reach the cloud ahead of its frontier" in fast  # fmt: skip
+    assert "the target's decode step took 13.0 ms against 12.0 ms in cloud-only's runs " \
+           "(1.08x)" in fast  # fmt: skip

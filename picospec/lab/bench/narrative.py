@@ -40,6 +40,9 @@ counts as contention between the two threads."""
 SAME_SPEED = 0.10
 """Two per-step costs within this share of each other count as the same speed (the drafter's
 step against the target's decode step)."""
+SLOWER = 0.03
+"""A target decode step slower by more than this share in cloud-led's runs than in
+cloud-only's counts as slowed by the drafter running beside it."""
 FLAT_VERIFY = 1.5
 """A target forward over gamma + 1 tokens costing at most this many decode steps counts as
 nearly flat in n, as on a datacentre GPU (about 1x), where verifying a block is nearly free."""
@@ -762,7 +765,7 @@ def depth_note(proj: list[dict[str, Any]], costs: dict[str, dict[str, float]]) -
 
 def adaptive_notes(rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None = None) -> str:
     """What the auto and cloud-led rows show, decided by the numbers (runs: the
-    raw runs, for auto's explorations and switches)."""
+    raw runs, for auto's explorations and switches and cloud-led's costs)."""
     autos = [r for r in rows if r["mode"] == "auto" and r.get("vs_best_fixed")]
     leds = [r for r in rows if r["mode"] == "cloud-led" and r.get("vs_cloud_only")]
     if not autos:
@@ -780,14 +783,54 @@ def adaptive_notes(rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None
     if leds:
         lo = min(r["vs_cloud_only"] for r in leds)
         hi = max(r["vs_cloud_only"] for r in leds)
-        text += (
-            f" cloud-led ran at {lo:.2f}x to {hi:.2f}x cloud-only: on this CPU the drafter's "
-            "step is about the target's decode step, so its drafts rarely reach the cloud "
-            "before the cloud has passed their positions, and the cloud, timing its own "
-            "forwards, takes few of them into a forward (a 5-token verify costs several "
-            "decode steps here)."
-        )
+        text += f" cloud-led ran at {lo:.2f}x to {hi:.2f}x cloud-only" + _led_why(leds, runs)
     return text
+
+
+def _step_ms(runs: Iterable[dict[str, Any]]) -> float:
+    """The target's one-token forward in these runs (the mean of each run's median)."""
+    return _mean(statistics.median(r["forward_ms"]["1"]) for r in runs if r["forward_ms"].get("1"))
+
+
+def _led_why(leds: list[dict[str, Any]], runs: list[dict[str, Any]] | None) -> str:
+    """What cloud-led's runs measured that sets it against cloud-only: the drafter's
+    step beside the target's decode step, what a forward that took drafts cost per
+    token, and the decode step itself with and without the drafter running."""
+    fwd = _mean(r["forwards_per_token"] for r in leds)
+    text = (
+        f": its forwards committed {1 / fwd:.2f} tokens each ({fwd:.2f} target forwards per token)"
+    )
+    led = [r for r in runs or [] if r["mode"] == "cloud-led"]
+    only = [r for r in runs or [] if r["mode"] == "cloud-only"]
+    if not led or not only:
+        return text + "."
+    step, alone = _step_ms(led), _step_ms(only)
+    draft = _mean(r["draft_ms"] for r in led)
+    if draft >= step * (1 - SAME_SPEED):
+        text += (
+            f"; its drafter stepped in {draft:.1f} ms, no faster than the target's decode "
+            f"step ({step:.1f} ms), so its drafts mostly reached the cloud after it had "
+            "passed their positions"
+        )
+    else:
+        text += (
+            f"; its drafter stepped in {draft:.1f} ms against the target's {step:.1f} ms "
+            "decode step, so drafts did reach the cloud ahead of its frontier"
+        )
+    many = [(int(n), ms) for r in led for n, v in r["forward_ms"].items() if int(n) > 1 for ms in v]
+    if many:
+        per = sum(ms for _, ms in many) / sum(n for n, _ in many)
+        text += (
+            f"; a forward that took drafts cost {per:.1f} ms per token it evaluated against "
+            f"{step:.1f} ms for one token alone"
+            + (", so a draft saved little of a decode step" if per > step / 2 else "")
+        )
+    if step > alone * (1 + SLOWER):
+        text += (
+            f"; and with the drafter running beside it the target's decode step took "
+            f"{step:.1f} ms against {alone:.1f} ms in cloud-only's runs ({step / alone:.2f}x)"
+        )
+    return text + "."
 
 
 def _same_choice(short: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
