@@ -166,6 +166,20 @@ def test_cloud_led_with_a_drafter_slower_than_the_cloud_is_cloud_only():
     assert model.steady_tok_per_s == pytest.approx(100.0)
 
 
+def test_the_simulated_cloud_learns_forward_costs_as_the_server_does():
+    """The server's cloud does not know what a forward over n tokens costs until it
+    has run one (a size never run is tried once); nor does the simulated cloud, so a
+    replay of a run pays for those tries as the run did."""
+    fast = EdgeProfile("e", draft_ms=2.0)  # drafts wait at the frontier of every forward
+    dear = CloudProfile("dear", verify_ms=(10.0, *(200.0,) * 8), prefill_ms=20)
+    only = simulate(Scenario("cloud-only", 60, **QUIET), fast, link(0), dear)
+    led = simulate(Scenario("cloud-led", 60, gamma=4, depth=2, **QUIET), fast, link(0), dear,
+                   IidAcceptance([0.5], seed=1))  # fmt: skip
+    # every multi-token size it reached was tried once, at 200 ms each, then never again
+    tried = led.seconds - only.seconds
+    assert led.n_tokens == 60 and 0.2 <= tried <= 8 * 0.2
+
+
 @pytest.mark.parametrize("rtt", [0.0, 20.0, 100.0])
 def test_cloud_led_time_model_tracks_the_simulator(rtt):
     edge = EdgeProfile("e", draft_ms=24.0)

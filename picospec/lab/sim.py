@@ -16,7 +16,10 @@ reproduces that run, while other timings answer "what if":
 * the cloud session runs on a modelled backend whose forward over n tokens
   costs ``forward_ms(n)`` (the prompt ``prefill_ms``), plus ``round_ms`` per
   verdict; messages that arrive while it works are applied before its next
-  unit, as the server's model thread does.
+  unit, as the server's model thread does. In ``cloud-led`` the cloud chooses
+  how many drafts a forward takes from forward costs it learns as it runs them
+  (``ForwardCosts``, a size never run tried once), as the server does, not from
+  the modelled table.
 
 Acceptance comes from an oracle that stands in for the verification maths:
 ``TraceAcceptance`` replays the (accepted, drafted) pairs a real run recorded,
@@ -41,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from picospec.cloud.backend import Backend, Sessions, check_forward
+from picospec.cloud.led import ForwardCosts
 from picospec.cloud.limits import Limits
 from picospec.cloud.session import CloudSession
 from picospec.codec.draft import DraftToken
@@ -200,9 +204,13 @@ class ModelledBackend(Backend):
     vocab_size = V
     max_context = 1 << 30
 
-    def __init__(self, cloud: CloudProfile, prompt_tokens: int) -> None:
+    def __init__(
+        self, cloud: CloudProfile, prompt_tokens: int, costs: ForwardCosts | None = None
+    ) -> None:
         self.cloud = cloud
         self.prompt_tokens = prompt_tokens
+        self.costs = costs
+        """Told every forward's modelled seconds, as the server times its backend's."""
         self._len: Sessions[list[int]] = Sessions(1 << 16)
         self._charged = 0.0
         self.forwards = 0
@@ -233,6 +241,8 @@ class ModelledBackend(Backend):
             ms += self.cloud.forward_ms(len(tokens) - prompt if prompt else len(tokens))
         self._charged += ms / 1e3
         self.forwards += 1
+        if self.costs is not None:
+            self.costs.observe(len(tokens), ms / 1e3)
         return np.zeros((n_out, V), dtype=np.float32)
 
     def _truncate(self, session: int, position: int) -> None:
@@ -317,7 +327,10 @@ class _Engine:
         self.begun = False
         self.failed = ""
         self.step_id = 0  # the drafter step in progress; an abandoned one is ignored
-        self.backend = ModelledBackend(cloud, scenario.prompt_tokens)
+        # the cloud learns what a forward costs by size from the forwards it runs, as the
+        # server does (a size never run is tried once): it does not know the table
+        costs = ForwardCosts()
+        self.backend = ModelledBackend(cloud, scenario.prompt_tokens, costs)
         limits = Limits(
             max_new_tokens=scenario.n_tokens,
             max_depth=64,
@@ -329,7 +342,7 @@ class _Engine:
             self.backend,
             limits=limits,
             verify_fn=verify_block if self.led else oracle_verify(acceptance),
-            forward_cost=lambda n: (cloud.forward_ms(n) + cloud.round_ms) / 1e3,
+            forward_cost=costs,
         )
         self.cloud.receive(Hello(session=0, epoch=0, start=0, vocab_fingerprint=_FINGERPRINT))
         self.cloud_inbox: list[Message] = []
