@@ -448,8 +448,8 @@ def test_a_cloud_led_run_is_replayed_with_acceptance_by_offset_over_its_whole_ch
 
 
 def _led_runs(draft_ms: float, led_step: float, alone_step: float) -> list[dict[str, Any]]:
-    led = {"mode": "cloud-led", "draft_ms": draft_ms,
-           "forward_ms": {"1": [led_step] * 3, "4": [3.0 * led_step]}}  # fmt: skip
+    led = {"mode": "cloud-led", "draft_ms": draft_ms, "prefill_tokens": 30, "prefill_ms": 90.0,
+           "forward_ms": {"1": [led_step] * 3, "4": [3.0 * led_step], "30": [90.0]}}  # fmt: skip
     only = {"mode": "cloud-only", "draft_ms": 0.0, "forward_ms": {"1": [alone_step] * 3}}
     return [led, only]
 

@@ -204,9 +204,7 @@ class ModelledBackend(Backend):
     vocab_size = V
     max_context = 1 << 30
 
-    def __init__(
-        self, cloud: CloudProfile, prompt_tokens: int, costs: ForwardCosts | None = None
-    ) -> None:
+    def __init__(self, cloud: CloudProfile, prompt_tokens: int, costs: ForwardCosts) -> None:
         self.cloud = cloud
         self.prompt_tokens = prompt_tokens
         self.costs = costs
@@ -241,8 +239,7 @@ class ModelledBackend(Backend):
             ms += self.cloud.forward_ms(len(tokens) - prompt if prompt else len(tokens))
         self._charged += ms / 1e3
         self.forwards += 1
-        if self.costs is not None:
-            self.costs.observe(len(tokens), ms / 1e3)
+        self.costs.observe(len(tokens), ms / 1e3)
         return np.zeros((n_out, V), dtype=np.float32)
 
     def _truncate(self, session: int, position: int) -> None:

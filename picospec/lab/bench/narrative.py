@@ -792,6 +792,16 @@ def _step_ms(runs: Iterable[dict[str, Any]]) -> float:
     return _mean(statistics.median(r["forward_ms"]["1"]) for r in runs if r["forward_ms"].get("1"))
 
 
+def _draft_forwards(run: dict[str, Any]) -> list[tuple[int, float]]:
+    """(tokens, ms) of a cloud-led run's forwards over more than one token, less
+    its prompt's (a prompt the prefix cache does not hold is one of them)."""
+    out = [(int(n), ms) for n, v in run["forward_ms"].items() if int(n) > 1 for ms in v]
+    prefill = (run.get("prefill_tokens"), run.get("prefill_ms"))
+    if prefill in out:
+        out.remove(prefill)
+    return out
+
+
 def _led_why(leds: list[dict[str, Any]], runs: list[dict[str, Any]] | None) -> str:
     """What cloud-led's runs measured that sets it against cloud-only: the drafter's
     step beside the target's decode step, what a forward that took drafts cost per
@@ -817,7 +827,7 @@ def _led_why(leds: list[dict[str, Any]], runs: list[dict[str, Any]] | None) -> s
             f"; its drafter stepped in {draft:.1f} ms against the target's {step:.1f} ms "
             "decode step, so drafts did reach the cloud ahead of its frontier"
         )
-    many = [(int(n), ms) for r in led for n, v in r["forward_ms"].items() if int(n) > 1 for ms in v]
+    many = [f for r in led for f in _draft_forwards(r)]
     if many:
         per = sum(ms for _, ms in many) / sum(n for n, _ in many)
         text += (
