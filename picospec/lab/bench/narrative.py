@@ -76,13 +76,17 @@ def _runs(result: dict[str, Any], *modes: str) -> list[dict[str, Any]]:
     return [r for r in result["runs"] if r["mode"] in modes]
 
 
+def _step_ms(runs: Iterable[dict[str, Any]]) -> float:
+    """The target's one-token forward in these runs (the mean of each run's median;
+    nan without one)."""
+    return _mean(statistics.median(r["forward_ms"]["1"]) for r in runs if r["forward_ms"].get("1"))
+
+
 def decode_ms(result: dict[str, Any]) -> float:
     """The target's decode step (a forward over one token), measured in the cloud-only runs,
     else in the forward sweep."""
-    cloud = [r for r in _runs(result, "cloud-only") if r["forward_ms"].get("1")]
-    if cloud:
-        return _mean(statistics.median(r["forward_ms"]["1"]) for r in cloud)
-    return result["forward_ms_by_size"].get("1", float("nan"))
+    step = _step_ms(_runs(result, "cloud-only"))
+    return step if step == step else result["forward_ms_by_size"].get("1", float("nan"))
 
 
 def draft_ms(result: dict[str, Any]) -> tuple[float, float]:
@@ -785,11 +789,6 @@ def adaptive_notes(rows: list[dict[str, Any]], runs: list[dict[str, Any]] | None
         hi = max(r["vs_cloud_only"] for r in leds)
         text += f" cloud-led ran at {lo:.2f}x to {hi:.2f}x cloud-only" + _led_why(leds, runs)
     return text
-
-
-def _step_ms(runs: Iterable[dict[str, Any]]) -> float:
-    """The target's one-token forward in these runs (the mean of each run's median)."""
-    return _mean(statistics.median(r["forward_ms"]["1"]) for r in runs if r["forward_ms"].get("1"))
 
 
 def _draft_forwards(run: dict[str, Any]) -> list[tuple[int, float]]:
